@@ -12,6 +12,9 @@ pub mod post;
 pub mod publish;
 pub mod redact;
 pub mod serde_util;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 pub mod validate;
 
 pub use auth::{AccountKey, Token, TokenManager, TokenStore};
