@@ -121,7 +121,10 @@ mod tests {
         let plan = FaultPlan::new();
         plan.fail_next("a", 2, 503);
         plan.drop_next("b", 1);
-        assert!(matches!(plan.take("a"), Some(Fault::Status { status: 503, .. })));
+        assert!(matches!(
+            plan.take("a"),
+            Some(Fault::Status { status: 503, .. })
+        ));
         assert_eq!(plan.take("b"), Some(Fault::Drop));
         assert!(plan.take("a").is_some());
         assert!(plan.take("a").is_none());
