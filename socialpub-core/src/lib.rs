@@ -11,6 +11,7 @@ pub mod platform;
 pub mod post;
 pub mod publish;
 pub mod redact;
+pub mod schedule;
 pub mod serde_util;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
