@@ -36,17 +36,18 @@
 //!   [`crate::Publisher::lookup_recent`]: found → `published`; absent → re-queued (the default
 //!   at-most-once policy); unknown or unsupported → it stays `unconfirmed` with a message
 //!   saying why, for a person to decide (reschedule to publish again, cancel to give up).
-//!   An at-least-once policy re-queues unconfirmed deliveries instead.
+//!   [`policy::DeliveryPolicy::AtLeastOnce`] re-queues unconfirmed deliveries instead.
 //! - **Cancel and reschedule** are transactional with the delivery: they win while no create
 //!   request can be out (before the commit point), revoking a worker's lease, and report
 //!   [`CancelOutcome::TooLate`] after.
 //! - **Events** ([`Event`]) are appended to the store's outbox in the same transaction as
 //!   their transition and broadcast to in-process subscribers.
 //!
-//! The engine runs the workers; the `Scheduler` trait is the API applications
+//! The engine ([`Engine`]) runs the workers; the [`Scheduler`] trait is the API applications
 //! call.
 
 mod delivery;
+pub mod engine;
 mod events;
 mod memory;
 pub mod policy;
@@ -56,6 +57,7 @@ pub use delivery::{
     CancelOutcome, Delivery, DeliveryError, DeliveryState, Fenced, HistoryEntry, Lease,
     NewDelivery, RescheduleOutcome, Rescued, Transition,
 };
+pub use engine::{Engine, EngineBuilder, EngineHandle, ScheduledPost, Scheduler};
 pub use events::{Event, EventKind, OutboxEvent};
 pub use memory::MemoryScheduleStore;
 pub use store::{DeliveryFilter, PurgeReport, ScheduleStore, TenantExport};

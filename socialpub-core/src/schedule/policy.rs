@@ -40,17 +40,20 @@ pub struct RetryPolicy {
     /// A rate-limit wait used when the platform gave none (default 60 s).
     pub default_rate_limit_wait: Duration,
     /// Status checks of a post the platform still processes: the first after this long
-    /// (default 10 s), then doubling up to `poll_cap`.
+    /// (default 10 s); later ones wait half the time processing has taken so far, between
+    /// `poll_base` and `poll_cap`.
     pub poll_base: Duration,
     /// The longest wait between status checks (default 5 min).
     pub poll_cap: Duration,
-    /// Most status checks before the delivery is declared failed (default 200).
-    pub max_polls: u32,
-    /// Waits between lookups of an unconfirmed delivery while the lookup cannot tell
-    /// (default 1 min, doubling).
+    /// How long a post may stay processing before the delivery fails (default 24 h).
+    pub max_processing: Duration,
+    /// The first lookup of an unconfirmed delivery waits this long after the commit, so the
+    /// platform can show the post (default 30 s); later ones wait half the time since the
+    /// commit, between this and `cap`.
     pub lookup_base: Duration,
-    /// Lookups of an unconfirmed delivery before it is left for a person (default 5).
-    pub max_lookups: u32,
+    /// How long after the commit lookups that cannot tell keep being retried before the
+    /// delivery is left `unconfirmed` for a person (default 1 h).
+    pub lookup_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -64,15 +67,17 @@ impl Default for RetryPolicy {
             default_rate_limit_wait: Duration::from_secs(60),
             poll_base: Duration::from_secs(10),
             poll_cap: Duration::from_secs(5 * 60),
-            max_polls: 200,
-            lookup_base: Duration::from_secs(60),
-            max_lookups: 5,
+            max_processing: Duration::from_secs(24 * 3600),
+            lookup_base: Duration::from_secs(30),
+            lookup_window: Duration::from_secs(3600),
         }
     }
 }
 
 fn doubled(base: Duration, cap: Duration, n: u32) -> Duration {
-    let factor = 1u32.checked_shl(n.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(n.saturating_sub(1).min(30))
+        .unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
@@ -98,14 +103,14 @@ impl RetryPolicy {
         told.unwrap_or(self.default_rate_limit_wait) + up_to(self.rate_limit_jitter)
     }
 
-    /// The wait before status check `n` (1 for the first).
-    pub fn poll_wait(&self, n: u32) -> Duration {
-        doubled(self.poll_base, self.poll_cap, n)
+    /// The wait before the next status check, `elapsed` after the commit.
+    pub fn poll_wait(&self, elapsed: Duration) -> Duration {
+        (elapsed / 2).clamp(self.poll_base, self.poll_cap.max(self.poll_base))
     }
 
-    /// The wait before lookup `n` (1 for the first retry of a lookup that could not tell).
-    pub fn lookup_wait(&self, n: u32) -> Duration {
-        doubled(self.lookup_base, self.cap, n)
+    /// The wait before the next lookup, `elapsed` after the commit.
+    pub fn lookup_wait(&self, elapsed: Duration) -> Duration {
+        (elapsed / 2).clamp(self.lookup_base, self.cap.max(self.lookup_base))
     }
 }
 
@@ -140,5 +145,17 @@ mod tests {
         let w = p.rate_limit_wait(Some(Duration::from_secs(900)));
         assert!(w >= Duration::from_secs(900) && w <= Duration::from_secs(902));
         assert!(p.rate_limit_wait(None) >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn polls_slow_down_with_time() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.poll_wait(Duration::ZERO), p.poll_base);
+        assert_eq!(
+            p.poll_wait(Duration::from_secs(120)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(p.poll_wait(Duration::from_secs(86_400)), p.poll_cap);
+        assert_eq!(p.lookup_wait(Duration::ZERO), p.lookup_base);
     }
 }

@@ -1,0 +1,1326 @@
+//! The engine: workers that claim due deliveries and publish them through the registered
+//! [`Publisher`]s, and the [`Scheduler`] API applications call.
+//!
+//! ```no_run
+//! # async fn f(x: std::sync::Arc<dyn socialpub_core::Publisher>,
+//! #            tokens: std::sync::Arc<socialpub_core::TokenManager>) -> socialpub_core::Result<()> {
+//! use socialpub_core::schedule::{Engine, MemoryScheduleStore, Scheduler};
+//! use socialpub_core::{Platform, Post, Target};
+//!
+//! let engine = Engine::builder(MemoryScheduleStore::new(), tokens)
+//!     .publisher(x)
+//!     .workers(2)
+//!     .build();
+//! let handle = engine.start();
+//! let post = Post::new("Launch day").with_target(Target::new(Platform::X, "42"));
+//! let scheduled = engine
+//!     .schedule("acme", &post, chrono::Utc::now() + chrono::Duration::hours(1))
+//!     .await?;
+//! # let _ = scheduled;
+//! // … later
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::delivery::{
+    CancelOutcome, Delivery, DeliveryError, DeliveryState, Fenced, HistoryEntry, NewDelivery,
+    RescheduleOutcome, Transition,
+};
+use super::events::{Event, EventKind};
+use super::policy::{DeliveryPolicy, RetryPolicy};
+use super::store::{DeliveryFilter, ScheduleStore};
+use crate::auth::{AccessTokens, AccountKey, TokenManager};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform::Platform;
+use crate::post::Post;
+use crate::publish::{
+    LookupOutcome, PublishContext, PublishJournal, Publisher, Receipt, RemoteState,
+};
+
+/// What [`Scheduler::schedule`] created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduledPost {
+    /// The post's id (shared by its deliveries).
+    pub post_id: Uuid,
+    /// One delivery per target, in the order of the post's targets.
+    pub deliveries: Vec<Uuid>,
+}
+
+/// The scheduling API. Every call is scoped by tenant: a delivery of another tenant is
+/// invisible.
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    /// Schedules `post` for `at` (now if past): one delivery per target, inserted atomically.
+    /// Fails with [`ErrorKind::InvalidInput`] when the post has no target or a target twice,
+    /// and with [`ErrorKind::Validation`] when a registered publisher rejects it.
+    async fn schedule(&self, tenant: &str, post: &Post, at: DateTime<Utc>)
+    -> Result<ScheduledPost>;
+
+    /// Cancels a delivery; see [`CancelOutcome`] for when it is too late.
+    async fn cancel(&self, tenant: &str, delivery: Uuid) -> Result<CancelOutcome>;
+
+    /// Moves a delivery to `at`; see [`RescheduleOutcome`].
+    async fn reschedule(
+        &self,
+        tenant: &str,
+        delivery: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<RescheduleOutcome>;
+
+    /// A delivery.
+    async fn get(&self, tenant: &str, delivery: Uuid) -> Result<Option<Delivery>>;
+
+    /// A delivery's history, oldest first.
+    async fn history(&self, tenant: &str, delivery: Uuid) -> Result<Vec<HistoryEntry>>;
+
+    /// Deliveries passing `filter`.
+    async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    store: Arc<dyn ScheduleStore>,
+    tokens: Arc<dyn AccessTokens>,
+    token_manager: Option<Arc<TokenManager>>,
+    publishers: HashMap<Platform, Arc<dyn Publisher>>,
+    clock: Arc<dyn Clock>,
+    workers: usize,
+    batch: usize,
+    concurrency: usize,
+    lease: Duration,
+    idle_poll: Duration,
+    publish_timeout: Duration,
+    retry: RetryPolicy,
+    policy: DeliveryPolicy,
+    name: String,
+    token_warning: Duration,
+    event_capacity: usize,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("platforms", &self.publishers.keys().collect::<Vec<_>>())
+            .field("workers", &self.workers)
+            .field("batch", &self.batch)
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Adds the publisher of its platform.
+    pub fn publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
+        self.publishers.insert(publisher.platform(), publisher);
+        self
+    }
+
+    /// Warns ([`EventKind::TokenExpiresSoon`]) when an account's token, read from this
+    /// manager's store, expires within the warning horizon.
+    pub fn token_manager(mut self, manager: Arc<TokenManager>) -> Self {
+        self.token_manager = Some(manager);
+        self
+    }
+
+    /// The horizon of token expiry warnings (default 7 days).
+    pub fn token_warning(mut self, horizon: Duration) -> Self {
+        self.token_warning = horizon;
+        self
+    }
+
+    /// Uses `clock` for due times, leases and waits (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Worker loops claiming deliveries (default 2).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Most deliveries one claim takes (default 32).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// Most deliveries handled at once by this engine (default 16). At most one publish per
+    /// account is in flight whatever this is.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The lease a claim takes; renewed every third of it (default 60 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// The longest an idle worker sleeps without a wake-up (default 30 s). Workers wake at the
+    /// next due time and on notifications; this only bounds the delay for deliveries another
+    /// process inserted through a store without wake-ups.
+    pub fn idle_poll(mut self, wait: Duration) -> Self {
+        self.idle_poll = wait;
+        self
+    }
+
+    /// The longest one publish may take before it is abandoned (default 1 h). An abandoned
+    /// publish that reached its commit point becomes `unconfirmed`.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The policy for unconfirmed publishes (default [`DeliveryPolicy::AtMostOnce`]).
+    pub fn delivery_policy(mut self, policy: DeliveryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// A name for this engine, prefixed to its workers' ids in leases and history (default
+    /// `engine-` and a random suffix). Give each process its own.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Engine {
+        let (events, _) = broadcast::channel(self.event_capacity.max(16));
+        let store_wake = self.store.wakeups();
+        Engine {
+            shared: Arc::new(Shared {
+                store: self.store,
+                tokens: self.tokens,
+                token_manager: self.token_manager,
+                publishers: self.publishers,
+                clock: self.clock,
+                workers: self.workers,
+                batch: self.batch,
+                lease: self.lease,
+                idle_poll: self.idle_poll,
+                publish_timeout: self.publish_timeout,
+                retry: self.retry,
+                policy: self.policy,
+                name: self.name,
+                token_warning: self.token_warning,
+                events,
+                wake: Arc::new(Notify::new()),
+                store_wake,
+                permits: Arc::new(Semaphore::new(self.concurrency)),
+                accounts: Mutex::new(HashMap::new()),
+                paused: Mutex::new(HashMap::new()),
+                warned: Mutex::new(HashMap::new()),
+                stopping: AtomicBool::new(false),
+                inflight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+}
+
+struct Shared {
+    store: Arc<dyn ScheduleStore>,
+    tokens: Arc<dyn AccessTokens>,
+    token_manager: Option<Arc<TokenManager>>,
+    publishers: HashMap<Platform, Arc<dyn Publisher>>,
+    clock: Arc<dyn Clock>,
+    workers: usize,
+    batch: usize,
+    lease: Duration,
+    idle_poll: Duration,
+    publish_timeout: Duration,
+    retry: RetryPolicy,
+    policy: DeliveryPolicy,
+    name: String,
+    token_warning: Duration,
+    events: broadcast::Sender<Event>,
+    wake: Arc<Notify>,
+    store_wake: Option<Arc<Notify>>,
+    permits: Arc<Semaphore>,
+    /// One lock per account: at most one publish in flight per account.
+    accounts: Mutex<HashMap<AccountKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Accounts a platform rate-limited, and until when.
+    paused: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
+    /// When each account was last warned about an expiring token.
+    warned: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
+    stopping: AtomicBool,
+    inflight: AtomicUsize,
+    idle: Notify,
+}
+
+/// The scheduler engine: the [`Scheduler`] API plus the workers started by
+/// [`Engine::start`]. Cheap to clone; clones share everything.
+///
+/// - Each worker rescues expired leases, claims due deliveries in batches (as many as free
+///   concurrency slots), and sleeps until the store's next due time, an in-process
+///   notification (a schedule or reschedule), or the store's own wake-up signal.
+/// - Each claimed delivery runs in its own task under a lease renewed every third of its
+///   length; at most one publish per account runs at a time in this engine.
+/// - Retries follow the [`RetryPolicy`]; a rate limit pauses only the account it names.
+/// - Events go to [`Engine::subscribe`] and, through the store, to its outbox.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.shared.name)
+            .field("workers", &self.shared.workers)
+            .field(
+                "platforms",
+                &self.shared.publishers.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the workers of a started [`Engine`].
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("engine", &self.shared.name)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl EngineHandle {
+    /// Stops claiming, releases deliveries claimed but not started (back to the queue, their
+    /// attempt given back), and waits for publishes in flight to finish. A publish is never
+    /// cut short: cutting it after its commit point would leave it unconfirmed.
+    pub async fn shutdown(self) {
+        self.shutdown_within(Duration::MAX).await;
+    }
+
+    /// Like [`EngineHandle::shutdown`], but waits at most `grace` (real time) for publishes in
+    /// flight; their leases then lapse and another worker rescues them. Returns whether
+    /// everything finished in time.
+    pub async fn shutdown_within(self, grace: Duration) -> bool {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        let shared = self.shared.clone();
+        let drained = async move {
+            loop {
+                let idle = shared.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if shared.inflight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if grace == Duration::MAX {
+            drained.await;
+            true
+        } else {
+            tokio::time::timeout(grace, drained).await.is_ok()
+        }
+    }
+}
+
+impl Engine {
+    /// Starts building an engine over `store`, taking tokens from `tokens` (usually a
+    /// [`TokenManager`]).
+    pub fn builder(store: impl ScheduleStore, tokens: Arc<dyn AccessTokens>) -> EngineBuilder {
+        Self::builder_arc(Arc::new(store), tokens)
+    }
+
+    /// Starts building an engine over a shared store.
+    pub fn builder_arc(
+        store: Arc<dyn ScheduleStore>,
+        tokens: Arc<dyn AccessTokens>,
+    ) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            tokens,
+            token_manager: None,
+            publishers: HashMap::new(),
+            clock: Arc::new(SystemClock),
+            workers: 2,
+            batch: 32,
+            concurrency: 16,
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(3600),
+            retry: RetryPolicy::default(),
+            policy: DeliveryPolicy::default(),
+            name: format!("engine-{}", &Uuid::new_v4().simple().to_string()[..8]),
+            token_warning: Duration::from_secs(7 * 24 * 3600),
+            event_capacity: 1024,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ScheduleStore> {
+        &self.shared.store
+    }
+
+    /// Events this engine causes, as they happen. A slow subscriber misses events
+    /// (`RecvError::Lagged`); the store's outbox keeps every one.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Starts the workers.
+    pub fn start(&self) -> EngineHandle {
+        let (stop, stop_rx) = watch::channel(false);
+        self.shared.stopping.store(false, Ordering::SeqCst);
+        let workers = (0..self.shared.workers)
+            .map(|i| {
+                let shared = self.shared.clone();
+                let stop = stop_rx.clone();
+                let id = format!("{}-{i}", shared.name);
+                tokio::spawn(worker_loop(shared, id, stop))
+            })
+            .collect();
+        EngineHandle {
+            shared: self.shared.clone(),
+            stop,
+            workers,
+        }
+    }
+
+    /// Runs one pass by hand, as worker `worker` (no background task): rescues expired
+    /// leases, claims what is due and handles it to the end. Returns how many deliveries it
+    /// handled. For tests and for applications that drive the engine from their own loop.
+    pub async fn run_once(&self, worker: &str) -> Result<usize> {
+        let shared = &self.shared;
+        shared.rescue().await?;
+        let claimed = shared
+            .store
+            .claim_due(worker, shared.clock.now(), shared.batch, shared.lease)
+            .await?;
+        let n = claimed.len();
+        let tasks: Vec<_> = claimed
+            .into_iter()
+            .map(|d| {
+                let shared = shared.clone();
+                shared.inflight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move { shared.handle(d, None).await })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(n)
+    }
+
+    /// Purges final deliveries and events older than `retention` (data retention).
+    pub async fn purge_older_than(&self, retention: Duration) -> Result<super::PurgeReport> {
+        let before = self.shared.clock.now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        self.shared.store.purge(before).await
+    }
+
+    /// Everything kept about `tenant`, as JSON: its deliveries, history and pending events
+    /// (tokens are not exported: they are secrets).
+    pub async fn export_tenant(&self, tenant: &str) -> Result<serde_json::Value> {
+        let export = self.shared.store.export_tenant(tenant).await?;
+        Ok(serde_json::to_value(export)?)
+    }
+
+    /// Deletes everything kept about `tenant`: deliveries, history, events and, when a
+    /// [`TokenManager`] was given, its tokens. Returns how many deliveries there were.
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<u64> {
+        if let Some(tm) = &self.shared.token_manager {
+            for key in tm.store().list(tenant).await? {
+                tm.store().delete(&key).await?;
+            }
+        }
+        self.shared.store.delete_tenant(tenant).await
+    }
+}
+
+#[async_trait]
+impl Scheduler for Engine {
+    async fn schedule(
+        &self,
+        tenant: &str,
+        post: &Post,
+        at: DateTime<Utc>,
+    ) -> Result<ScheduledPost> {
+        let s = &self.shared;
+        if tenant.is_empty() {
+            return Err(Error::invalid_input("the tenant is empty"));
+        }
+        if post.targets.is_empty() {
+            return Err(Error::invalid_input("the post has no target"));
+        }
+        for (i, t) in post.targets.iter().enumerate() {
+            if post.targets[..i].contains(t) {
+                return Err(Error::invalid_input(format!(
+                    "the post targets {}/{} twice",
+                    t.platform, t.account_id
+                )));
+            }
+            if let Some(p) = s.publishers.get(&t.platform) {
+                p.validate(post).into_result()?;
+            }
+        }
+        let now = s.clock.now();
+        let post_id = Uuid::now_v7();
+        let deliveries: Vec<Delivery> = post
+            .targets
+            .iter()
+            .map(|t| {
+                Delivery::new(NewDelivery {
+                    post_id,
+                    tenant,
+                    target: t.clone(),
+                    post,
+                    due_at: at,
+                    max_attempts: s.retry.max_attempts,
+                    deadline: None,
+                    now,
+                })
+            })
+            .collect();
+        let events: Vec<Event> = deliveries
+            .iter()
+            .map(|d| Event::for_delivery(d, EventKind::Scheduled, now))
+            .collect();
+        s.store.insert(&deliveries, &events).await?;
+        for e in events {
+            let _ = s.events.send(e);
+        }
+        s.wake.notify_waiters();
+        Ok(ScheduledPost {
+            post_id,
+            deliveries: deliveries.iter().map(|d| d.id).collect(),
+        })
+    }
+
+    async fn cancel(&self, tenant: &str, delivery: Uuid) -> Result<CancelOutcome> {
+        self.shared
+            .store
+            .cancel(tenant, delivery, self.shared.clock.now())
+            .await
+    }
+
+    async fn reschedule(
+        &self,
+        tenant: &str,
+        delivery: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<RescheduleOutcome> {
+        let out = self
+            .shared
+            .store
+            .reschedule(tenant, delivery, at, self.shared.clock.now())
+            .await?;
+        self.shared.wake.notify_waiters();
+        Ok(out)
+    }
+
+    async fn get(&self, tenant: &str, delivery: Uuid) -> Result<Option<Delivery>> {
+        self.shared.store.get(tenant, delivery).await
+    }
+
+    async fn history(&self, tenant: &str, delivery: Uuid) -> Result<Vec<HistoryEntry>> {
+        self.shared.store.history(tenant, delivery).await
+    }
+
+    async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        self.shared.store.list(filter).await
+    }
+}
+
+fn std_to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Register for wake-ups before reading the store, so a schedule that lands between
+        // the read and the sleep still wakes this worker.
+        let local = shared.wake.clone();
+        let local = local.notified();
+        tokio::pin!(local);
+        local.as_mut().enable();
+        let remote = shared.store_wake.clone();
+        let remote = async move {
+            match remote {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(remote);
+
+        match shared.claim_round(&id, &mut stop).await {
+            Ok(Round::Full) => {
+                failures = 0;
+                continue;
+            }
+            Ok(Round::Stopped) => return,
+            Ok(Round::Partial) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(worker = %id, error = %e, "claiming deliveries failed");
+            }
+        }
+
+        let now = shared.clock.now();
+        let mut wake_at = now + std_to_chrono(shared.idle_poll);
+        if failures > 0 {
+            wake_at = now + std_to_chrono(shared.retry.max_backoff(failures).min(shared.idle_poll));
+        } else {
+            match shared.store.next_due_at().await {
+                Ok(Some(t)) => wake_at = wake_at.min(t),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(worker = %id, error = %e, "reading the next due time failed")
+                }
+            }
+        }
+        if wake_at <= now {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let sleep = shared.clock.sleep_until(wake_at);
+        tokio::select! {
+            _ = &mut local => {}
+            _ = &mut remote => {}
+            _ = sleep => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+enum Round {
+    /// Claimed a full batch: more may be due.
+    Full,
+    /// Claimed less than asked: sleep until the next due time.
+    Partial,
+    /// Stopping.
+    Stopped,
+}
+
+/// Counts a task in flight until dropped.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    async fn rescue(&self) -> Result<()> {
+        let rescued = self.store.rescue_expired(self.clock.now()).await?;
+        for r in rescued {
+            tracing::info!(delivery = %r.delivery.id, state = %r.delivery.state, "rescued a delivery whose lease expired");
+            if let Some(e) = r.event {
+                let _ = self.events.send(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_round(
+        self: &Arc<Self>,
+        worker: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Round> {
+        self.rescue().await?;
+        // Claim only what there are free slots for, waiting for at least one.
+        let first = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.map_err(|_| Error::internal("engine semaphore closed"))?,
+            _ = stop.changed() => return Ok(Round::Stopped),
+        };
+        let mut permits = vec![first];
+        while permits.len() < self.batch {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if *stop.borrow() {
+            return Ok(Round::Stopped);
+        }
+        let want = permits.len();
+        let claimed = self
+            .store
+            .claim_due(worker, self.clock.now(), want, self.lease)
+            .await?;
+        let got = claimed.len();
+        for (d, permit) in claimed.into_iter().zip(permits.drain(..)) {
+            let shared = self.clone();
+            shared.inflight.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move { shared.handle(d, Some(permit)).await });
+        }
+        Ok(if got == want {
+            Round::Full
+        } else {
+            Round::Partial
+        })
+    }
+
+    fn account_lock(&self, key: &AccountKey) -> Arc<tokio::sync::Mutex<()>> {
+        match self.accounts.lock() {
+            Ok(mut m) => m.entry(key.clone()).or_default().clone(),
+            Err(p) => p.into_inner().entry(key.clone()).or_default().clone(),
+        }
+    }
+
+    fn paused_until(&self, key: &AccountKey) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        let mut m = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(key) {
+            Some(t) if *t > now => Some(*t),
+            Some(_) => {
+                m.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn pause(&self, key: &AccountKey, until: DateTime<Utc>) {
+        let mut m = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = m.entry(key.clone()).or_insert(until);
+        *slot = (*slot).max(until);
+    }
+
+    /// Handles one claimed delivery to the end of this step, renewing its lease meanwhile.
+    async fn handle(self: Arc<Self>, d: Delivery, permit: Option<OwnedSemaphorePermit>) {
+        let _inflight = InFlight(self.clone());
+        let _permit = permit;
+        let Some(fence) = d.lease.as_ref().map(|l| l.fence) else {
+            return;
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew_loop(self.clone(), d.id, fence, lost.clone()));
+        let id = d.id;
+        let result = match d.state {
+            DeliveryState::Claimed => self.publish_step(d, &lost).await,
+            DeliveryState::Processing => self.poll_step(d, &lost).await,
+            DeliveryState::Unconfirmed => self.reconcile_step(d, &lost).await,
+            other => Err(Error::internal(format!(
+                "claimed delivery {id} in state {other}"
+            ))),
+        };
+        renewer.abort();
+        if let Err(e) = result {
+            tracing::warn!(delivery = %id, error = %e, "handling a delivery failed; its lease will lapse and it will be rescued");
+        }
+    }
+
+    fn journal(&self, d: &Delivery, fence: i64, lost: &Arc<AtomicBool>) -> Arc<StoreJournal> {
+        Arc::new(StoreJournal {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            id: d.id,
+            fence,
+            lost: lost.clone(),
+            committed: AtomicBool::new(false),
+        })
+    }
+
+    fn context(&self, d: &Delivery, journal: Arc<StoreJournal>) -> PublishContext {
+        PublishContext::new(d.account(), self.tokens.clone())
+            .with_journal(journal)
+            .with_checkpoint(d.checkpoint.clone())
+            .with_attempt(d.attempt.max(1))
+            .with_idempotency_key(d.id.to_string())
+    }
+
+    /// Writes `t`; `None` when the lease was lost (then the caller stops). Broadcasts its
+    /// event.
+    async fn write(&self, t: Transition) -> Result<Option<Delivery>> {
+        let event = t.event.clone();
+        match self.store.transition(&t).await? {
+            Fenced::Applied(d) => {
+                if let Some(e) = event {
+                    let _ = self.events.send(e);
+                }
+                Ok(Some(d))
+            }
+            Fenced::Stale => {
+                tracing::info!(delivery = %t.id, to = %t.to, "lease lost; the write was refused");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A transition of `d` with an event of `kind` describing the state it leads to.
+    fn with_event(&self, d: &Delivery, t: Transition, kind: EventKind) -> Transition {
+        let mut after = d.clone();
+        after.state = t.to;
+        after.attempt = t.attempt;
+        after.run_at = t.run_at;
+        if let Some(r) = &t.receipt {
+            after.receipt = Some(r.clone());
+        }
+        let mut e = Event::for_delivery(&after, kind, t.at);
+        if let Some(err) = &t.error {
+            e = e.with_error(err.clone());
+        } else if let Some(m) = &t.message {
+            e = e.with_message(m.clone());
+        }
+        t.event(e)
+    }
+
+    async fn fail(&self, d: &Delivery, error: DeliveryError, attempt: u32) -> Result<()> {
+        let t = Transition::new(d, DeliveryState::Failed, self.clock.now())
+            .attempt(attempt)
+            .error(error);
+        let t = self.with_event(d, t, EventKind::Failed);
+        self.write(t).await.map(|_| ())
+    }
+
+    /// Puts `d` back in the queue at `at` after a rate limit or pause, giving back the attempt
+    /// its claim started.
+    async fn snooze(
+        &self,
+        d: &Delivery,
+        at: DateTime<Utc>,
+        error: DeliveryError,
+        event: bool,
+    ) -> Result<()> {
+        let t = Transition::new(d, DeliveryState::RetryWaiting, self.clock.now())
+            .run_at(at)
+            .attempt(d.attempt.saturating_sub(1))
+            .error(error);
+        let t = if event {
+            self.with_event(d, t, EventKind::Retrying)
+        } else {
+            t
+        };
+        self.write(t).await.map(|_| ())
+    }
+
+    async fn warn_expiring(&self, d: &Delivery) {
+        let Some(tm) = &self.token_manager else {
+            return;
+        };
+        let key = d.account();
+        let now = self.clock.now();
+        let horizon = std_to_chrono(self.token_warning);
+        {
+            let warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            if warned
+                .get(&key)
+                .is_some_and(|t| *t + chrono::Duration::days(1) > now)
+            {
+                return;
+            }
+        }
+        let Ok(Some(token)) = tm.store().get(&key).await else {
+            return;
+        };
+        let end = if token.refresh_token.is_some() {
+            token.refresh_expires_at
+        } else {
+            token.expires_at
+        };
+        let Some(end) = end.filter(|e| *e <= now + horizon) else {
+            return;
+        };
+        self.warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, now);
+        let event = Event::token_expires_soon(d.tenant.clone(), d.target.clone(), end, now);
+        if let Err(e) = self.store.append_event(&event).await {
+            tracing::warn!(error = %e, "recording a token expiry warning failed");
+        }
+        let _ = self.events.send(event);
+    }
+
+    async fn publish_step(&self, d: Delivery, lost: &Arc<AtomicBool>) -> Result<()> {
+        let key = d.account();
+        let now = self.clock.now();
+        if d.attempt > d.max_attempts {
+            let e = DeliveryError::new(
+                d.last_error
+                    .as_ref()
+                    .map_or(ErrorKind::Transient, |e| e.kind),
+                format!(
+                    "gave up after {} attempts; last error: {}",
+                    d.max_attempts,
+                    d.last_error
+                        .as_ref()
+                        .map_or("none recorded".to_owned(), |e| e.message.clone())
+                ),
+            );
+            return self.fail(&d, e, d.max_attempts).await;
+        }
+        if let Some(deadline) = d.deadline
+            && deadline < now
+        {
+            let e = DeliveryError::new(
+                ErrorKind::Transient,
+                format!(
+                    "the deadline {} passed before it could be published",
+                    deadline.to_rfc3339()
+                ),
+            );
+            return self.fail(&d, e, d.attempt.saturating_sub(1)).await;
+        }
+        let Some(publisher) = self.publishers.get(&d.target.platform).cloned() else {
+            let e = DeliveryError::new(
+                ErrorKind::Configuration,
+                format!("no publisher is registered for {}", d.target.platform),
+            );
+            return self.fail(&d, e, d.attempt.saturating_sub(1)).await;
+        };
+        let report = publisher.validate(&d.post);
+        if !report.is_ok() {
+            let e = DeliveryError::from(&Error::validation(report));
+            return self.fail(&d, e, d.attempt.saturating_sub(1)).await;
+        }
+
+        // One publish per account at a time; a delivery waiting here keeps its lease alive.
+        let lock = self.account_lock(&key);
+        let _account = lock.lock().await;
+        if lost.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            let t = Transition::new(&d, DeliveryState::Scheduled, self.clock.now())
+                .run_at(self.clock.now())
+                .attempt(d.attempt.saturating_sub(1))
+                .message("released at shutdown before it started");
+            return self.write(t).await.map(|_| ());
+        }
+        if let Some(until) = self.paused_until(&key) {
+            let wait = self.retry.rate_limit_wait(Some(Duration::ZERO));
+            let e = DeliveryError::new(
+                ErrorKind::RateLimited,
+                format!("the account is rate-limited until {}", until.to_rfc3339()),
+            );
+            return self.snooze(&d, until + std_to_chrono(wait), e, false).await;
+        }
+
+        let Some(d) = self
+            .write(Transition::new(
+                &d,
+                DeliveryState::Preparing,
+                self.clock.now(),
+            ))
+            .await?
+        else {
+            return Ok(());
+        };
+        self.warn_expiring(&d).await;
+
+        let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
+        let journal = self.journal(&d, fence, lost);
+        let mut ctx = self.context(&d, journal.clone());
+        let result = self.publish_with_refresh(&*publisher, &mut ctx, &d).await;
+        if lost.load(Ordering::SeqCst) {
+            tracing::info!(delivery = %d.id, "lease lost during the publish; leaving the delivery to its new owner");
+            return Ok(());
+        }
+        let committed = journal.committed.load(Ordering::SeqCst);
+        // The journal's view is the freshest: the commit point moved the row to committing.
+        let mut d = d;
+        if committed {
+            d.state = DeliveryState::Committing;
+        }
+        match result {
+            Ok(receipt) => self.accepted(&d, receipt, false).await,
+            Err(e) => self.publish_failed(&d, &e, committed).await,
+        }
+    }
+
+    /// Publishes, and on an unauthorized answer refreshes the token once and publishes once
+    /// more. Abandons a publish that outlives the publish timeout.
+    async fn publish_with_refresh(
+        &self,
+        publisher: &dyn Publisher,
+        ctx: &mut PublishContext,
+        d: &Delivery,
+    ) -> Result<Receipt> {
+        let key = d.account();
+        let before: Option<SecretString> = self.tokens.access_token(&key).await.ok();
+        let first = self.timed_publish(publisher, ctx, &d.post).await;
+        match first {
+            Err(e) if e.kind() == ErrorKind::Unauthorized => {
+                let Some(before) = before else {
+                    return Err(e);
+                };
+                tracing::info!(account = %key, "publish unauthorized; refreshing the token once");
+                self.tokens.refresh_after_rejection(&key, &before).await?;
+                self.timed_publish(publisher, ctx, &d.post).await
+            }
+            other => other,
+        }
+    }
+
+    async fn timed_publish(
+        &self,
+        publisher: &dyn Publisher,
+        ctx: &mut PublishContext,
+        post: &Post,
+    ) -> Result<Receipt> {
+        let deadline = self.clock.now() + std_to_chrono(self.publish_timeout);
+        let sleep = self.clock.sleep_until(deadline);
+        tokio::select! {
+            r = publisher.publish(ctx, post) => r,
+            _ = sleep => Err(Error::new(
+                ErrorKind::Unconfirmed,
+                format!("the publish did not finish within {:?}", self.publish_timeout),
+            )),
+        }
+    }
+
+    /// The platform accepted the post (a publish, a status check, or a lookup that found it).
+    async fn accepted(&self, d: &Delivery, receipt: Receipt, recovered: bool) -> Result<()> {
+        let now = self.clock.now();
+        let kind = if recovered || d.had_failure {
+            EventKind::Recovered
+        } else {
+            EventKind::Published
+        };
+        let t = match &receipt.state {
+            RemoteState::Published => {
+                let t = Transition::new(d, DeliveryState::Published, now).receipt(receipt);
+                self.with_event(d, t, kind)
+            }
+            RemoteState::Processing => {
+                let elapsed = d
+                    .committed_at
+                    .map_or(Duration::ZERO, |c| (now - c).to_std().unwrap_or_default());
+                Transition::new(d, DeliveryState::Processing, now)
+                    .receipt(receipt)
+                    .run_at(now + std_to_chrono(self.retry.poll_wait(elapsed)))
+                    .message("accepted; the platform is processing it")
+            }
+            RemoteState::Failed { reason } => {
+                let e = DeliveryError::new(
+                    ErrorKind::Platform,
+                    format!("the platform failed the post after accepting it: {reason}"),
+                );
+                let t = Transition::new(d, DeliveryState::Failed, now)
+                    .receipt(receipt.clone())
+                    .error(e);
+                self.with_event(d, t, EventKind::Failed)
+            }
+        };
+        self.write(t).await.map(|_| ())
+    }
+
+    async fn publish_failed(&self, d: &Delivery, e: &Error, committed: bool) -> Result<()> {
+        let now = self.clock.now();
+        let key = d.account();
+        let err = DeliveryError::from(e);
+        let kind = e.kind();
+        // After the commit point, only an error that says the create did not take effect
+        // may be retried; anything else may have published.
+        let maybe_sent = committed
+            && !e.is_not_sent()
+            && matches!(
+                kind,
+                ErrorKind::Unconfirmed | ErrorKind::Storage | ErrorKind::Internal
+            );
+        if kind == ErrorKind::Unconfirmed || maybe_sent {
+            let t = Transition::new(d, DeliveryState::Unconfirmed, now)
+                .run_at(now + std_to_chrono(self.retry.lookup_base))
+                .error(err);
+            let t = self.with_event(d, t, EventKind::Unconfirmed);
+            return self.write(t).await.map(|_| ());
+        }
+        match kind {
+            ErrorKind::RateLimited => {
+                let until = e.retry_at().filter(|t| *t > now).unwrap_or_else(|| {
+                    now + std_to_chrono(
+                        e.retry_after()
+                            .unwrap_or(self.retry.default_rate_limit_wait),
+                    )
+                });
+                self.pause(&key, until);
+                let at = until + std_to_chrono(self.retry.rate_limit_wait(Some(Duration::ZERO)));
+                self.snooze(d, at, err, true).await
+            }
+            ErrorKind::Transient | ErrorKind::Storage => {
+                if d.attempt >= d.max_attempts {
+                    let e = DeliveryError {
+                        message: format!("gave up after {} attempts: {}", d.attempt, err.message),
+                        ..err
+                    };
+                    return self.fail(d, e, d.attempt).await;
+                }
+                let mut wait = self.retry.backoff(d.attempt);
+                if let Some(told) = e.retry_after() {
+                    wait = wait.max(told);
+                }
+                let at = now + std_to_chrono(wait);
+                if let Some(deadline) = d.deadline
+                    && at > deadline
+                {
+                    let e = DeliveryError {
+                        message: format!("the deadline passes before a retry: {}", err.message),
+                        ..err
+                    };
+                    return self.fail(d, e, d.attempt).await;
+                }
+                let t = Transition::new(d, DeliveryState::RetryWaiting, now)
+                    .run_at(at)
+                    .error(err);
+                let t = self.with_event(d, t, EventKind::Retrying);
+                self.write(t).await.map(|_| ())
+            }
+            ErrorKind::Unauthorized | ErrorKind::ReauthRequired => {
+                let t = Transition::new(d, DeliveryState::NeedsReauth, now).error(err);
+                let t = self.with_event(d, t, EventKind::NeedsReauth);
+                self.write(t).await.map(|_| ())
+            }
+            ErrorKind::Validation | ErrorKind::InvalidInput => {
+                self.fail(d, err, d.attempt.saturating_sub(1)).await
+            }
+            _ => self.fail(d, err, d.attempt).await,
+        }
+    }
+
+    async fn poll_step(&self, d: Delivery, lost: &Arc<AtomicBool>) -> Result<()> {
+        let now = self.clock.now();
+        let elapsed = d
+            .committed_at
+            .map_or(Duration::ZERO, |c| (now - c).to_std().unwrap_or_default());
+        let (Some(publisher), Some(receipt)) = (
+            self.publishers.get(&d.target.platform).cloned(),
+            d.receipt.clone(),
+        ) else {
+            let t = Transition::new(&d, DeliveryState::Processing, now)
+                .run_at(now + std_to_chrono(self.retry.poll_wait(elapsed)))
+                .message(format!(
+                    "no publisher for {} is registered here to check the status",
+                    d.target.platform
+                ));
+            return self.write(t).await.map(|_| ());
+        };
+        let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
+        let ctx = self.context(&d, self.journal(&d, fence, lost));
+        let result = publisher.status(&ctx, &receipt).await;
+        if lost.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        match result {
+            Ok(r) if r.state == RemoteState::Processing => {
+                if elapsed > self.retry.max_processing {
+                    let e = DeliveryError::new(
+                        ErrorKind::Platform,
+                        format!("still processing after {elapsed:?}"),
+                    );
+                    return self.fail(&d, e, d.attempt).await;
+                }
+                let t = Transition::new(&d, DeliveryState::Processing, now)
+                    .receipt(r)
+                    .run_at(now + std_to_chrono(self.retry.poll_wait(elapsed)));
+                self.write(t).await.map(|_| ())
+            }
+            Ok(r) => self.accepted(&d, r, false).await,
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                // The publisher reported processing but cannot check it: the platform has
+                // accepted the post, which is all that can be known.
+                let r = receipt.with_state(RemoteState::Published);
+                self.accepted(&d, r, false).await
+            }
+            Err(e) => {
+                let wait = e
+                    .retry_after()
+                    .unwrap_or_default()
+                    .max(self.retry.poll_wait(elapsed));
+                let t = Transition::new(&d, DeliveryState::Processing, now)
+                    .run_at(now + std_to_chrono(wait))
+                    .message(format!("status check failed: {e}"));
+                self.write(t).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn reconcile_step(&self, d: Delivery, lost: &Arc<AtomicBool>) -> Result<()> {
+        let now = self.clock.now();
+        let since = d.committed_at.unwrap_or(d.updated_at);
+        let elapsed = (now - since).to_std().unwrap_or_default();
+        let Some(publisher) = self.publishers.get(&d.target.platform).cloned() else {
+            return self
+                .park(
+                    &d,
+                    format!("no publisher for {} is registered", d.target.platform),
+                )
+                .await;
+        };
+        let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
+        let ctx = self.context(&d, self.journal(&d, fence, lost));
+        let result = publisher.lookup_recent(&ctx, &d.post, since).await;
+        if lost.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let unsure = |why: String| -> (bool, String) { (elapsed < self.retry.lookup_window, why) };
+        let (retry_later, why) = match result {
+            Ok(LookupOutcome::Found(receipt)) => {
+                tracing::info!(delivery = %d.id, "an unconfirmed publish was found on the platform");
+                return self.accepted(&d, receipt, true).await;
+            }
+            Ok(LookupOutcome::Absent) => {
+                let t = Transition::new(&d, DeliveryState::RetryWaiting, now)
+                    .run_at(now)
+                    .message("the lookup shows the post is absent: publishing again");
+                let t = self.with_event(&d, t, EventKind::Retrying);
+                return self.write(t).await.map(|_| ());
+            }
+            Ok(LookupOutcome::Unknown { reason }) => {
+                unsure(format!("the lookup could not tell: {reason}"))
+            }
+            Err(e) if e.kind() == ErrorKind::Unsupported => (
+                false,
+                format!("{} cannot look up recent posts", d.target.platform),
+            ),
+            Err(e) => unsure(format!("the lookup failed: {e}")),
+        };
+        if retry_later {
+            let t = Transition::new(&d, DeliveryState::Unconfirmed, now)
+                .run_at(now + std_to_chrono(self.retry.lookup_wait(elapsed)))
+                .message(why);
+            return self.write(t).await.map(|_| ());
+        }
+        match self.policy {
+            DeliveryPolicy::AtLeastOnce => {
+                let t = Transition::new(&d, DeliveryState::RetryWaiting, now)
+                    .run_at(now)
+                    .message(format!("{why}; publishing again (at-least-once policy)"));
+                let t = self.with_event(&d, t, EventKind::Retrying);
+                self.write(t).await.map(|_| ())
+            }
+            _ => self.park(&d, why).await,
+        }
+    }
+
+    /// Leaves an unconfirmed delivery for a person, saying why.
+    async fn park(&self, d: &Delivery, why: String) -> Result<()> {
+        let message = format!(
+            "{why}. The post may or may not be on the platform: check the account, then \
+             reschedule the delivery to publish it again or cancel it"
+        );
+        let t = Transition::new(d, DeliveryState::Unconfirmed, self.clock.now())
+            .error(DeliveryError::new(ErrorKind::Unconfirmed, message));
+        let t = self.with_event(d, t, EventKind::Unconfirmed);
+        self.write(t).await.map(|_| ())
+    }
+}
+
+async fn renew_loop(shared: Arc<Shared>, id: Uuid, fence: i64, lost: Arc<AtomicBool>) {
+    let every = shared.lease / 3;
+    loop {
+        crate::clock::sleep(&*shared.clock, every).await;
+        let until = shared.clock.now() + std_to_chrono(shared.lease);
+        match shared.store.renew_lease(id, fence, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => tracing::warn!(delivery = %id, error = %e, "renewing a lease failed"),
+        }
+    }
+}
+
+/// The publish journal of one claimed delivery: commit points and checkpoints are fenced
+/// store writes.
+struct StoreJournal {
+    store: Arc<dyn ScheduleStore>,
+    clock: Arc<dyn Clock>,
+    id: Uuid,
+    fence: i64,
+    lost: Arc<AtomicBool>,
+    committed: AtomicBool,
+}
+
+fn lease_lost(id: Uuid) -> Error {
+    Error::new(
+        ErrorKind::Storage,
+        format!(
+            "delivery {id} is no longer held by this worker (its lease expired, or it was \
+             cancelled or rescheduled): nothing was sent"
+        ),
+    )
+}
+
+#[async_trait]
+impl PublishJournal for StoreJournal {
+    async fn commit_point(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(lease_lost(self.id));
+        }
+        match self
+            .store
+            .commit_point(self.id, self.fence, self.clock.now())
+            .await?
+        {
+            Fenced::Applied(_) => {
+                self.committed.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Fenced::Stale => {
+                self.lost.store(true, Ordering::SeqCst);
+                Err(lease_lost(self.id))
+            }
+        }
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &serde_json::Value) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(lease_lost(self.id));
+        }
+        match self
+            .store
+            .save_checkpoint(self.id, self.fence, checkpoint, self.clock.now())
+            .await?
+        {
+            Fenced::Applied(()) => Ok(()),
+            Fenced::Stale => {
+                self.lost.store(true, Ordering::SeqCst);
+                Err(lease_lost(self.id))
+            }
+        }
+    }
+}
