@@ -193,6 +193,26 @@ pub struct PollRule {
     pub max_duration: Duration,
 }
 
+impl PollRule {
+    /// A rule of `min_options` to `max_options` options of at most `max_option_chars`
+    /// characters, open from `min_duration` to `max_duration`.
+    pub fn new(
+        min_options: usize,
+        max_options: usize,
+        max_option_chars: usize,
+        min_duration: Duration,
+        max_duration: Duration,
+    ) -> Self {
+        PollRule {
+            min_options,
+            max_options,
+            max_option_chars,
+            min_duration,
+            max_duration,
+        }
+    }
+}
+
 /// What a publisher accepts, and which optional operations it supports.
 ///
 /// Fields are public so adapters can fill them; the struct is `#[non_exhaustive]`, so start

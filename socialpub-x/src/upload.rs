@@ -1,0 +1,234 @@
+//! X's chunked media upload: `initialize`, `append` per segment, `finalize`, then `STATUS`
+//! until processing ends, and alt text through `/2/media/metadata`.
+//!
+//! Media are read chunk by chunk with core's [`ChunkReader`], so memory stays at one chunk
+//! however large the file. Every step is idempotent and retried with the configured
+//! [`socialpub_core::http::RetryPolicy`]; a failed `append` is retried for that segment only.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::multipart::{Form, Part};
+use serde::{Deserialize, Serialize};
+use socialpub_core::http::ChunkReader;
+use socialpub_core::media::{Media, MediaKind};
+use socialpub_core::publish::Progress;
+use socialpub_core::{Error, ErrorKind, Platform, PublishContext, Result};
+
+use crate::api;
+use crate::config::XConfig;
+use crate::request::send;
+
+/// X accepts at most 1000 segments (`segment_index` 0–999).
+pub const MAX_SEGMENTS: usize = 1000;
+
+/// How long to sleep between STATUS polls when X gives no `check_after_secs`.
+const DEFAULT_CHECK_AFTER: u64 = 1;
+
+/// A media item X holds, ready to attach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Uploaded {
+    pub id: String,
+    /// When X forgets it; a resumed publish after this uploads again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `tweet_image`, `tweet_gif` or `tweet_video`. GIFs and videos must say so to get the
+/// asynchronous processing that makes them playable.
+pub(crate) fn category(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Gif => "tweet_gif",
+        MediaKind::Video => "tweet_video",
+        _ => "tweet_image",
+    }
+}
+
+/// Uploads `media` (item `index` of thread part `part`) and returns its id once X has
+/// finished processing it and its alt text is set.
+pub(crate) async fn upload(
+    config: &XConfig,
+    ctx: &PublishContext,
+    part: usize,
+    index: usize,
+    media: &Media,
+) -> Result<Uploaded> {
+    let mut reader = ChunkReader::open(&media.source, config.chunk_size).await?;
+    let total = reader.len();
+    if total == 0 {
+        return Err(Error::invalid_input("the media file is empty").with_platform(Platform::X));
+    }
+    let segments = reader.chunk_count();
+    if segments > MAX_SEGMENTS {
+        return Err(Error::invalid_input(format!(
+            "the file needs {segments} segments of {} bytes; X takes at most {MAX_SEGMENTS}: \
+             raise the chunk size",
+            config.chunk_size
+        ))
+        .with_platform(Platform::X));
+    }
+    let started = Utc::now();
+
+    let init_url = config.api("/2/media/upload/initialize")?;
+    let init = api::MediaInit {
+        media_type: media.mime_or_default().to_owned(),
+        total_bytes: total,
+        media_category: Some(category(media.kind).to_owned()),
+    };
+    let info: api::MediaInfo = config
+        .retry
+        .run(|| async {
+            let answer = send(ctx, "media.initialize", false, |token| {
+                config
+                    .http
+                    .post(init_url.clone())
+                    .bearer_auth(token)
+                    .json(&init)
+            })
+            .await?;
+            Ok(answer
+                .json::<api::Data<api::MediaInfo>>("media.initialize")?
+                .data)
+        })
+        .await?;
+    let id = info.id;
+    let expires_at = info
+        .expires_after_secs
+        .and_then(|s| i64::try_from(s).ok())
+        .map(|s| started + chrono::Duration::seconds(s));
+    tracing::debug!(media_id = %id, total, segments, "X upload initialized");
+
+    let append_url = config.api(&format!("/2/media/upload/{id}/append"))?;
+    for segment in 0..segments {
+        let chunk = reader.chunk(segment).await?;
+        let len = chunk.data.len() as u64;
+        config
+            .retry
+            .run(|| async {
+                send(ctx, "media.append", false, |token| {
+                    let media_part =
+                        Part::stream_with_length(reqwest::Body::from(chunk.data.clone()), len)
+                            .file_name("blob")
+                            .mime_str("application/octet-stream")
+                            .unwrap_or_else(|_| {
+                                Part::stream_with_length(
+                                    reqwest::Body::from(chunk.data.clone()),
+                                    len,
+                                )
+                            });
+                    let form = Form::new()
+                        .text("segment_index", segment.to_string())
+                        .part("media", media_part);
+                    config
+                        .http
+                        .post(append_url.clone())
+                        .bearer_auth(token)
+                        .multipart(form)
+                })
+                .await
+                .map(drop)
+            })
+            .await?;
+        ctx.report_progress(Progress::new(part, index, chunk.end(), total));
+    }
+
+    let finalize_url = config.api(&format!("/2/media/upload/{id}/finalize"))?;
+    let mut info: api::MediaInfo = config
+        .retry
+        .run(|| async {
+            let answer = send(ctx, "media.finalize", false, |token| {
+                config.http.post(finalize_url.clone()).bearer_auth(token)
+            })
+            .await?;
+            Ok(answer
+                .json::<api::Data<api::MediaInfo>>("media.finalize")?
+                .data)
+        })
+        .await?;
+
+    let deadline = tokio::time::Instant::now() + config.processing_timeout;
+    let status_url = config.api("/2/media/upload")?;
+    loop {
+        let Some(processing) = &info.processing_info else {
+            break; // no processing: ready (images)
+        };
+        match processing.state.as_str() {
+            "succeeded" => break,
+            "failed" => {
+                let err = processing.error.clone();
+                let reason = err
+                    .as_ref()
+                    .and_then(|e| e.message.clone().or(e.name.clone()))
+                    .unwrap_or_else(|| "no reason given".to_owned());
+                let mut e = Error::new(
+                    ErrorKind::Platform,
+                    format!("X could not process the {}: {reason}", media.kind.as_str()),
+                )
+                .with_platform(Platform::X)
+                .with_operation("media.status");
+                if let Some(code) = err.and_then(|e| e.code) {
+                    e = e.with_code(code.to_string());
+                }
+                return Err(e);
+            }
+            _ => {}
+        }
+        let wait = Duration::from_secs(processing.check_after_secs.unwrap_or(DEFAULT_CHECK_AFTER));
+        if tokio::time::Instant::now() + wait > deadline {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "X is still processing media {id} after {} s",
+                    config.processing_timeout.as_secs()
+                ),
+            )
+            .with_platform(Platform::X)
+            .with_operation("media.status"));
+        }
+        tracing::debug!(media_id = %id, state = %processing.state, wait_s = wait.as_secs(), "X media processing");
+        tokio::time::sleep(wait).await;
+        info = config
+            .retry
+            .run(|| async {
+                let answer = send(ctx, "media.status", false, |token| {
+                    config
+                        .http
+                        .get(status_url.clone())
+                        .query(&[("command", "STATUS"), ("media_id", id.as_str())])
+                        .bearer_auth(token)
+                })
+                .await?;
+                Ok(answer
+                    .json::<api::Data<api::MediaInfo>>("media.status")?
+                    .data)
+            })
+            .await?;
+    }
+
+    if let Some(alt) = media.alt_text.as_deref().filter(|a| !a.trim().is_empty()) {
+        let metadata_url = config.api("/2/media/metadata")?;
+        let body = api::MediaMetadata {
+            id: id.clone(),
+            metadata: api::Metadata {
+                alt_text: api::AltText {
+                    text: alt.to_owned(),
+                },
+            },
+        };
+        config
+            .retry
+            .run(|| async {
+                send(ctx, "media.metadata", false, |token| {
+                    config
+                        .http
+                        .post(metadata_url.clone())
+                        .bearer_auth(token)
+                        .json(&body)
+                })
+                .await
+                .map(drop)
+            })
+            .await?;
+    }
+    Ok(Uploaded { id, expires_at })
+}
