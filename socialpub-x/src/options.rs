@@ -41,11 +41,11 @@ impl ReplySettings {
 /// use socialpub_x::{ReplySettings, XOptions};
 ///
 /// let post = Post::new("Quoting a good one")
-///     .with_options(&XOptions {
-///         quote_tweet_id: Some("1460323737035677698".into()),
-///         reply_settings: Some(ReplySettings::Following),
-///         ..XOptions::default()
-///     })
+///     .with_options(
+///         &XOptions::new()
+///             .quote("1460323737035677698")
+///             .reply_settings(ReplySettings::Following),
+///     )
 ///     .unwrap();
 /// # let _ = post;
 /// ```
@@ -65,6 +65,37 @@ pub struct XOptions {
     /// Users tagged in the first part's media (at most 10).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tagged_user_ids: Vec<String>,
+}
+
+impl XOptions {
+    /// No options: everyone may reply, no quote, not a reply.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets who may reply.
+    pub fn reply_settings(mut self, settings: ReplySettings) -> Self {
+        self.reply_settings = Some(settings);
+        self
+    }
+
+    /// Quotes the post `id`.
+    pub fn quote(mut self, id: impl Into<String>) -> Self {
+        self.quote_tweet_id = Some(id.into());
+        self
+    }
+
+    /// Publishes as a reply to the post `id`.
+    pub fn in_reply_to(mut self, id: impl Into<String>) -> Self {
+        self.in_reply_to_tweet_id = Some(id.into());
+        self
+    }
+
+    /// Tags users (by id) in the first part's media.
+    pub fn tag_users(mut self, ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.tagged_user_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl PlatformOptions for XOptions {

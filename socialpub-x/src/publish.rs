@@ -86,14 +86,10 @@ fn digest(post: &Post) -> String {
         .collect()
 }
 
-/// Text as X shows it back, reduced to what survives the trip: NFC, HTML entities undone, links
-/// (which X rewrites to t.co, and adds for media) removed, whitespace collapsed.
+/// Text reduced to what survives X's rewrites: NFC, links removed (X turns them into t.co
+/// links, and adds one for media), whitespace collapsed.
 fn comparable(text: &str) -> String {
-    let nfc: String = text.nfc().collect();
-    let plain = nfc
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&");
+    let plain: String = text.nfc().collect();
     let mut out = String::new();
     let mut last = 0;
     for r in extract_urls(&plain) {
@@ -103,6 +99,16 @@ fn comparable(text: &str) -> String {
     }
     out.push_str(&plain[last..]);
     out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A post's text as X shows it back (`&`, `<`, `>` escaped as HTML entities), made comparable.
+fn comparable_shown(text: &str) -> String {
+    comparable(
+        &text
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
 }
 
 impl XPublisher {
@@ -247,7 +253,7 @@ impl XPublisher {
     ) -> Option<&'a api::Tweet> {
         let want = comparable(text);
         tweets.iter().rev().find(|t| {
-            comparable(&t.text) == want
+            comparable_shown(&t.text) == want
                 && parent.is_none_or(|p| {
                     t.referenced_tweets
                         .iter()
@@ -496,11 +502,15 @@ mod tests {
     fn comparable_text_survives_x_rewrites() {
         assert_eq!(
             comparable("Tom & Jerry <3 https://example.com/x"),
-            comparable("Tom &amp; Jerry &lt;3 https://t.co/abc123")
+            comparable_shown("Tom &amp; Jerry &lt;3 https://t.co/abc123")
+        );
+        assert_eq!(
+            comparable("literally &amp;"),
+            comparable_shown("literally &amp;amp;")
         );
         assert_eq!(
             comparable("with media"),
-            comparable("with media https://t.co/media1")
+            comparable_shown("with media https://t.co/media1")
         );
         assert_eq!(comparable("cafe\u{301}  \n ok"), "caf\u{e9} ok");
     }

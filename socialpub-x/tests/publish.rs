@@ -1,0 +1,303 @@
+//! Publishing against the mock: text, links, threads, polls, quotes, media, reconcile, delete.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socialpub_core::post::{Poll, PostPart};
+use socialpub_core::publish::Progress;
+use socialpub_core::{AccountKey, ErrorKind, LookupOutcome, Post, Publisher, RemoteState};
+use socialpub_x::mock::XMock;
+use socialpub_x::{ReplySettings, XOptions};
+
+use common::*;
+
+#[tokio::test]
+async fn text_post() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let receipt = publisher
+        .publish(&mut ctx, &Post::new("Hello from socialpub"))
+        .await
+        .expect("published");
+    let posts = mock.posts();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].text, "Hello from socialpub");
+    assert_eq!(receipt.remote_id, posts[0].id);
+    assert!(receipt.remote_id.chars().all(|c| c.is_ascii_digit()));
+    assert_eq!(
+        receipt.url.as_deref(),
+        Some(format!("{}i/status/{}", mock.base_url(), posts[0].id).as_str())
+    );
+    assert_eq!(receipt.state, RemoteState::Published);
+    assert_eq!(receipt.parts.len(), 1);
+    // The id stays a string through JSON.
+    let json = serde_json::to_value(&receipt).expect("json");
+    assert!(json["remote_id"].is_string());
+}
+
+#[tokio::test]
+async fn link_is_appended_and_counted() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let post = Post::new("Read this")
+        .with_link(url::Url::parse("https://example.com/a/long/path/to/an/article").expect("url"));
+    publisher.publish(&mut ctx, &post).await.expect("published");
+    assert_eq!(
+        mock.posts()[0].text,
+        "Read this https://example.com/a/long/path/to/an/article"
+    );
+}
+
+#[tokio::test]
+async fn thread_of_three_chains_replies() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let post = Post::new("1/ a thread")
+        .with_thread_part(PostPart {
+            text: "2/ the middle".into(),
+            media: vec![png(3000, 1)],
+        })
+        .with_thread_part(PostPart {
+            text: "3/ the end".into(),
+            media: vec![],
+        });
+    let receipt = publisher.publish(&mut ctx, &post).await.expect("published");
+    let posts = mock.posts();
+    assert_eq!(posts.len(), 3);
+    assert_eq!(posts[0].in_reply_to, None);
+    assert_eq!(posts[1].in_reply_to.as_deref(), Some(posts[0].id.as_str()));
+    assert_eq!(posts[2].in_reply_to.as_deref(), Some(posts[1].id.as_str()));
+    assert_eq!(posts[1].media_ids.len(), 1);
+    let ids: Vec<&str> = receipt.parts.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, posts.iter().map(|p| p.id.as_str()).collect::<Vec<_>>());
+    assert_eq!(receipt.remote_id, posts[0].id);
+}
+
+#[tokio::test]
+async fn poll_quote_and_reply_settings() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let poll = Post::new("Tabs or spaces?")
+        .with_poll(Poll {
+            options: vec!["Tabs".into(), "Spaces".into(), "Both".into()],
+            duration: Duration::from_secs(24 * 3600),
+        })
+        .with_options(&XOptions::new().reply_settings(ReplySettings::Following))
+        .expect("options");
+    let first = publisher.publish(&mut ctx, &poll).await.expect("poll");
+    let quote = Post::new("Vote here")
+        .with_options(&XOptions::new().quote(first.remote_id.clone()))
+        .expect("options");
+    publisher.publish(&mut ctx, &quote).await.expect("quote");
+    let posts = mock.posts();
+    assert_eq!(posts[0].poll_options, vec!["Tabs", "Spaces", "Both"]);
+    assert_eq!(posts[0].poll_minutes, Some(1440));
+    assert_eq!(posts[0].reply_settings.as_deref(), Some("following"));
+    assert_eq!(posts[1].quote_of.as_deref(), Some(first.remote_id.as_str()));
+}
+
+#[tokio::test]
+async fn four_images_with_alt_text_and_progress() {
+    let (mock, publisher, ctx) = setup().await;
+    let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let sink = seen.clone();
+    let mut ctx = ctx.with_progress(Arc::new(move |_: &AccountKey, p: Progress| {
+        sink.lock().expect("lock").push(p);
+    }));
+    let images: Vec<_> = (0..4u8)
+        .map(|i| png(150_000, i).with_alt_text(format!("picture {i}")))
+        .collect();
+    let mut post = Post::new("four pictures");
+    for m in &images {
+        post = post.with_media(m.clone());
+    }
+    publisher.publish(&mut ctx, &post).await.expect("published");
+    let p = &mock.posts()[0];
+    assert_eq!(p.media_ids.len(), 4);
+    for (i, id) in p.media_ids.iter().enumerate() {
+        let u = mock.upload(id).expect("upload");
+        assert_eq!(u.category, "tweet_image");
+        assert_eq!(u.media_type, "image/png");
+        assert_eq!(u.alt_text.as_deref(), Some(format!("picture {i}").as_str()));
+        assert_eq!(u.append_calls, vec![1, 1, 1], "150 kB in 64 KiB segments");
+        assert_eq!(u.sha256.as_deref(), Some(sha256(&images[i]).as_str()));
+    }
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 12, "one progress event per segment");
+    let last = seen
+        .iter()
+        .filter(|p| p.media_index == 3)
+        .last()
+        .expect("last");
+    assert_eq!(last.bytes_sent, last.total_bytes);
+}
+
+#[tokio::test]
+async fn gif_uses_the_gif_category_and_processing() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let post = Post::new("").with_media(gif(200_000).with_alt_text("a dancing cat"));
+    publisher.publish(&mut ctx, &post).await.expect("published");
+    let id = &mock.posts()[0].media_ids[0];
+    let u = mock.upload(id).expect("upload");
+    assert_eq!(
+        (u.category.as_str(), u.state.as_str()),
+        ("tweet_gif", "succeeded")
+    );
+    assert_eq!(u.alt_text.as_deref(), Some("a dancing cat"));
+    assert_eq!(mock.calls("media.status"), 2);
+}
+
+#[tokio::test]
+async fn video_waits_for_processing_honoring_check_after() {
+    let mock = XMock::builder()
+        .check_after_secs(1)
+        .processing_polls(2)
+        .start()
+        .await;
+    let (publisher, mut ctx) = publisher_for(&mock, config(&mock));
+    let clip = video(300_000, 12);
+    let started = std::time::Instant::now();
+    publisher
+        .publish(&mut ctx, &Post::new("a clip").with_media(clip.clone()))
+        .await
+        .expect("published");
+    // pending (finalize) → in_progress → succeeded: two polls, a second apart each.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(mock.calls("media.status"), 2);
+    let u = mock.upload(&mock.posts()[0].media_ids[0]).expect("upload");
+    assert_eq!(u.category, "tweet_video");
+    assert_eq!(u.state, "succeeded");
+    assert_eq!(u.sha256.as_deref(), Some(sha256(&clip).as_str()));
+}
+
+#[tokio::test]
+async fn failed_processing_is_a_platform_error_and_posts_nothing() {
+    let (mock, publisher, mut ctx) = setup().await;
+    mock.fail_next_processing();
+    let journal = Arc::new(socialpub_core::testkit::conformance::RecordingJournal::new());
+    let mut ctx2 = ctx.clone().with_journal(journal.clone());
+    let e = publisher
+        .publish(
+            &mut ctx2,
+            &Post::new("broken").with_media(video(100_000, 5)),
+        )
+        .await
+        .expect_err("processing failed");
+    assert_eq!(e.kind(), ErrorKind::Platform, "{e}");
+    assert!(e.message().contains("Unsupported video format"), "{e}");
+    assert_eq!(journal.commit_points(), 0, "no commit for a failed upload");
+    assert!(mock.posts().is_empty());
+    // The next video processes fine.
+    publisher
+        .publish(&mut ctx, &Post::new("fine").with_media(video(100_000, 5)))
+        .await
+        .expect("published");
+}
+
+#[tokio::test]
+async fn duplicate_content_is_a_permanent_refusal() {
+    let (mock, publisher, mut ctx) = setup().await;
+    publisher
+        .publish(&mut ctx, &Post::new("same"))
+        .await
+        .expect("first");
+    let mut ctx = ctx.with_checkpoint(None);
+    let e = publisher
+        .publish(&mut ctx, &Post::new("same"))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(e.kind(), ErrorKind::Platform);
+    assert_eq!(e.code(), Some("duplicate-content"));
+    assert!(!e.is_retryable());
+    assert_eq!(mock.posts().len(), 1);
+}
+
+#[tokio::test]
+async fn per_account_text_limit() {
+    let mock = XMock::start().await;
+    mock.set_max_text(mock.user_id(), 25_000);
+    let long = Post::new("a".repeat(1000));
+    let (short, mut ctx) = publisher_for(&mock, config(&mock));
+    let e = short.publish(&mut ctx, &long).await.expect_err("280");
+    assert_eq!(e.kind(), ErrorKind::Validation);
+    let (premium, mut ctx) = publisher_for(
+        &mock,
+        config(&mock).account_max_text(mock.user_id(), 25_000),
+    );
+    premium.publish(&mut ctx, &long).await.expect("premium");
+}
+
+#[tokio::test]
+async fn validation_rejects_before_any_request() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let before = mock.requests();
+    let bad = Post::new("字".repeat(141))
+        .with_media(png(1000, 1))
+        .with_media(gif(1000))
+        .with_poll(Poll {
+            options: vec!["only one".into()],
+            duration: Duration::from_secs(60),
+        });
+    let report = publisher.validate(&bad);
+    for code in [
+        "text_too_long",
+        "mixed_media",
+        "poll_with_media",
+        "poll_option_count",
+    ] {
+        assert!(report.has(code), "{code} missing: {report}");
+    }
+    let e = publisher
+        .publish(&mut ctx, &bad)
+        .await
+        .expect_err("invalid");
+    assert_eq!(e.kind(), ErrorKind::Validation);
+    assert!(e.validation_report().is_some_and(|r| r.issues().len() >= 4));
+    assert_eq!(mock.requests(), before, "no request for an invalid post");
+}
+
+#[tokio::test]
+async fn status_lookup_and_delete() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let since = chrono::Utc::now();
+    let post =
+        Post::new("to be found &amp; <deleted> https://example.com/x").with_thread_part(PostPart {
+            text: "second".into(),
+            media: vec![png(500, 9)],
+        });
+    let receipt = publisher.publish(&mut ctx, &post).await.expect("published");
+    let status = publisher.status(&ctx, &receipt).await.expect("status");
+    assert_eq!(status.state, RemoteState::Published);
+
+    // Reconcile without a checkpoint: found by text (X escapes HTML and rewrites links).
+    let fresh = ctx.clone().with_checkpoint(None);
+    match publisher
+        .lookup_recent(&fresh, &post, since)
+        .await
+        .expect("lookup")
+    {
+        LookupOutcome::Found(r) => {
+            assert_eq!(r.parts.len(), 2);
+            assert_eq!(r.remote_id, receipt.remote_id);
+        }
+        other => panic!("expected Found, got {other:?}"),
+    }
+    let other = Post::new("never posted");
+    assert_eq!(
+        publisher
+            .lookup_recent(&fresh, &other, since)
+            .await
+            .expect("lookup"),
+        LookupOutcome::Absent
+    );
+
+    publisher.delete(&ctx, &receipt).await.expect("deleted");
+    assert!(mock.posts().is_empty());
+    // X answers 200 with errors[] for a post that is gone.
+    let gone = publisher.status(&ctx, &receipt).await.expect("status");
+    assert!(matches!(gone.state, RemoteState::Failed { .. }), "{gone:?}");
+    // Deleting again is fine.
+    publisher.delete(&ctx, &receipt).await.expect("idempotent");
+}
