@@ -13,6 +13,7 @@ pub mod publish;
 pub mod redact;
 pub mod schedule;
 pub mod serde_util;
+pub mod store;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

@@ -1,0 +1,181 @@
+//! What the SQL stores share: embedded migrations, error mapping, time and JSON helpers.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// One embedded schema change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Applied in increasing order; recorded in `socialpub_migrations`.
+    pub(crate) version: i64,
+    /// A short name, for the record and for errors.
+    pub(crate) name: &'static str,
+    /// The statements (several, separated by semicolons).
+    pub(crate) sql: &'static str,
+}
+
+/// Refuses a database that a newer socialpub migrated: its schema may not be what this code
+/// reads and writes.
+pub(crate) fn check_not_newer(applied: i64, known: &[Migration], backend: &str) -> Result<()> {
+    let newest = known.iter().map(|m| m.version).max().unwrap_or(0);
+    if applied > newest {
+        return Err(Error::new(
+            ErrorKind::Configuration,
+            format!(
+                "the {backend} database has schema version {applied}, newer than this socialpub \
+                 knows ({newest}); upgrade socialpub"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A database error as socialpub's [`Error`] (class [`ErrorKind::Storage`]).
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| Error::storage(format!("{what}: {e}"), e)
+}
+
+/// A value read back from the database that does not parse: the row was not written by
+/// socialpub, or by an incompatible version.
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Storage,
+        format!("a stored row does not parse: {what}"),
+    )
+}
+
+/// `value` as JSON text.
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::internal(format!("JSON encoding failed: {e}")))
+}
+
+/// `value` as JSON text, when present.
+pub(crate) fn to_json_opt<T: Serialize>(value: Option<&T>) -> Result<Option<String>> {
+    value.map(to_json).transpose()
+}
+
+/// Parses JSON text read from a column.
+pub(crate) fn from_json<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("column {column}: {e}")))
+}
+
+/// Parses optional JSON text read from a column.
+pub(crate) fn from_json_opt<T: DeserializeOwned>(
+    column: &str,
+    text: Option<&str>,
+) -> Result<Option<T>> {
+    text.map(|t| from_json(column, t)).transpose()
+}
+
+/// An instant as integer microseconds since the Unix epoch (how SQLite keeps times).
+pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// Microseconds since the Unix epoch as an instant.
+pub(crate) fn from_micros(column: &str, us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(format!("column {column}: {us}")))
+}
+
+/// `at` truncated to whole microseconds: what both databases keep, so a delivery returned by a
+/// write equals the same delivery read back.
+pub(crate) fn trunc(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+/// A column count (attempts) read back as `u32`.
+pub(crate) fn to_u32(column: &str, v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(format!("column {column}: {v}")))
+}
+
+/// The SQL condition of a delivery a claim may take (its `run_at` aside): unleased, with a run
+/// time, in a claimable state. Written exactly as the partial index `socialpub_deliveries_due`
+/// is, so SQLite's planner matches them.
+macro_rules! due_condition {
+    () => {
+        "lease_owner IS NULL AND run_at IS NOT NULL \
+         AND state IN ('scheduled', 'retry_waiting', 'processing', 'unconfirmed')"
+    };
+}
+pub(crate) use due_condition;
+
+/// The delivery columns, in the order the row decoders read them.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, post_id, tenant, platform, account_id, post, \
+    state, due_at, run_at, attempt, max_attempts, deadline, fence, lease_owner, \
+    lease_expires_at, checkpoint, committed_at, receipt, last_error, had_failure, created_at, \
+    updated_at";
+
+/// The terminal states, as SQL.
+pub(crate) const TERMINAL_STATES: &str = "('published', 'failed', 'cancelled')";
+
+/// Parses a stored state.
+pub(crate) fn parse_state(column: &str, s: &str) -> Result<crate::schedule::DeliveryState> {
+    s.parse()
+        .map_err(|_| corrupt(format!("column {column}: unknown state {s:?}")))
+}
+
+/// Parses a stored error class.
+pub(crate) fn parse_kind(s: &str) -> Result<ErrorKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| corrupt(format!("column error_kind: unknown class {s:?}")))
+}
+
+/// Parses a stored platform.
+pub(crate) fn parse_platform(s: &str) -> Result<crate::platform::Platform> {
+    s.parse()
+        .map_err(|_| corrupt(format!("column platform: unknown platform {s:?}")))
+}
+
+/// A lease expiring `lease` after `now`, at microsecond precision.
+pub(crate) fn lease_until(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    trunc(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(36_500)))
+}
+
+/// A worker's transition with its instants truncated to what the database keeps.
+pub(crate) fn trunc_transition(t: &crate::schedule::Transition) -> crate::schedule::Transition {
+    let mut t = t.clone();
+    t.at = trunc(t.at);
+    t.run_at = t.run_at.map(trunc);
+    t
+}
+
+/// What a read-modify-write step decided.
+pub(crate) struct Step<R> {
+    /// Whether the delivery changed and must be written back.
+    pub(crate) changed: bool,
+    /// History entries to append.
+    pub(crate) history: Vec<crate::schedule::HistoryEntry>,
+    /// Events to append to the outbox.
+    pub(crate) events: Vec<crate::schedule::Event>,
+    /// What the call returns.
+    pub(crate) out: R,
+}
+
+impl<R> Step<R> {
+    /// Nothing to write; returns `out`.
+    pub(crate) fn unchanged(out: R) -> Self {
+        Step {
+            changed: false,
+            history: Vec::new(),
+            events: Vec::new(),
+            out,
+        }
+    }
+
+    /// Write the delivery back with `history` (if any) and `event` (if any); returns `out`.
+    pub(crate) fn changed(
+        out: R,
+        history: Option<crate::schedule::HistoryEntry>,
+        event: Option<crate::schedule::Event>,
+    ) -> Self {
+        Step {
+            changed: true,
+            history: history.into_iter().collect(),
+            events: event.into_iter().collect(),
+            out,
+        }
+    }
+}

@@ -1,0 +1,1197 @@
+//! [`PostgresStore`]: deliveries and sealed tokens in PostgreSQL (feature `postgres`), for many
+//! workers in many processes on many machines.
+//!
+//! A claim is one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …`
+//! statement over a partial index holding only due, unleased rows: workers never wait on each
+//! other's rows and claiming stays flat as finished and future rows pile up. Every other state
+//! change is one transaction that also appends its history row and outbox event. Scheduling a
+//! delivery sooner than before sends a `NOTIFY`, which [`PostgresStore`] turns into a wake-up
+//! of sleeping workers; polling stays correct on its own, so a pooler that breaks `LISTEN` only
+//! costs latency.
+//!
+//! Migrations are embedded and applied on connect under an advisory lock, so several processes
+//! starting at once apply them once.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow, Postgres,
+};
+use sqlx::types::Json;
+use sqlx::{Connection, Executor, Row};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::common::{
+    DELIVERY_COLUMNS, Migration, Step, TERMINAL_STATES, check_not_newer, corrupt, db,
+    due_condition, lease_until, parse_kind, parse_platform, parse_state, to_u32, trunc,
+    trunc_transition,
+};
+use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform::Platform;
+use crate::post::{Post, Target};
+use crate::publish::Receipt;
+use crate::schedule::{
+    CancelOutcome, Delivery, DeliveryError, DeliveryFilter, Event, Fenced, HistoryEntry, Lease,
+    OutboxEvent, PurgeReport, RescheduleOutcome, Rescued, ScheduleStore, TenantExport, Transition,
+};
+
+/// The embedded schema, applied in order on connect.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+/// The first half of the advisory-lock key that serializes migrations (the second is a hash
+/// of the schema name): "spub".
+const MIGRATION_LOCK: i32 = 0x7370_7562;
+
+/// Options for [`PostgresStore`]; made by [`PostgresStore::builder`].
+#[derive(Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("PostgresStoreBuilder")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// The schema holding socialpub's tables, created if missing (default: the connection's
+    /// `search_path`, usually `public`). Letters, digits and `_` only.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The most connections the pool opens (default 10). One more is held open to listen for
+    /// wake-ups while a worker sleeps.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a call waits for a free connection before it fails (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Connects and applies the embedded migrations.
+    ///
+    /// ```no_run
+    /// # async fn run() -> socialpub_core::Result<()> {
+    /// use socialpub_core::store::PostgresStore;
+    ///
+    /// let store = PostgresStore::builder("postgres://socialpub@db.internal/socialpub")
+    ///     .schema("socialpub")
+    ///     .max_connections(20)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect(self) -> Result<PostgresStore> {
+        if let Some(s) = &self.schema
+            && !valid_identifier(s)
+        {
+            return Err(Error::invalid_input(format!(
+                "`{s}` is not a schema name socialpub accepts (letters, digits and `_`, at most \
+                 40, not starting with a digit)"
+            )));
+        }
+        let mut options = PgConnectOptions::from_str(&self.url).map_err(|e| {
+            // sqlx's message names the part that is wrong, never the password.
+            Error::storage(format!("the PostgreSQL URL is not valid: {e}"), e)
+        })?;
+        options = options.application_name("socialpub");
+        if let Some(s) = &self.schema {
+            options = options.options([("search_path", s.as_str())]);
+        }
+        {
+            // Migrate on a connection of its own: its advisory lock dies with it if this
+            // process does.
+            let mut conn = PgConnection::connect_with(&options)
+                .await
+                .map_err(db("cannot connect to PostgreSQL"))?;
+            let migrated = migrate(&mut conn, self.schema.as_deref()).await;
+            let _ = conn.close().await;
+            migrated?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(db("cannot connect to PostgreSQL"))?;
+        let schema: String = sqlx::query("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(db("cannot read the current schema"))?
+            .try_get(0)
+            .map_err(db("cannot read the current schema"))?;
+        tracing::debug!(schema = %schema, "connected PostgreSQL store");
+        let channel = format!("socialpub_wake_{schema}");
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                schema,
+                options,
+                channel,
+                wake: Arc::new(Notify::new()),
+                listener: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// Creates the schema and applies the migrations it lacks, each in its own transaction, under
+/// a session advisory lock.
+async fn migrate(conn: &mut PgConnection, schema: Option<&str>) -> Result<()> {
+    let lock_name = schema.unwrap_or("");
+    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+        .bind(MIGRATION_LOCK)
+        .bind(lock_name)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("cannot take the migration lock"))?;
+    let result = migrate_locked(conn, schema).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(MIGRATION_LOCK)
+        .bind(lock_name)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("cannot release the migration lock"));
+    result.and(unlocked.map(|_| ()))
+}
+
+async fn migrate_locked(conn: &mut PgConnection, schema: Option<&str>) -> Result<()> {
+    if let Some(s) = schema {
+        // Checked by `valid_identifier`; quoted so case is kept.
+        (&mut *conn)
+            .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"").as_str())
+            .await
+            .map_err(db("cannot create the schema"))?;
+    }
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS socialpub_migrations (
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db("cannot create the migrations table"))?;
+    let applied: i64 =
+        sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM socialpub_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("cannot read the schema version"))?
+            .try_get(0)
+            .map_err(db("cannot read the schema version"))?;
+    check_not_newer(applied, MIGRATIONS, "PostgreSQL")?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        let mut tx = conn.begin().await.map_err(db("cannot start a migration"))?;
+        (&mut *tx).execute(m.sql).await.map_err(|e| {
+            Error::storage(
+                format!(
+                    "PostgreSQL migration {} ({}) failed: {e}",
+                    m.version, m.name
+                ),
+                e,
+            )
+        })?;
+        sqlx::query(
+            "INSERT INTO socialpub_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot record a migration"))?;
+        tx.commit().await.map_err(db("cannot commit a migration"))?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied PostgreSQL migration"
+        );
+    }
+    Ok(())
+}
+
+/// Deliveries, their history, the event outbox and sealed tokens in a PostgreSQL schema.
+///
+/// Cheap to clone (the clones share the pool). Implements [`SealedTokenStore`] (wrap it in
+/// [`crate::auth::EncryptedTokenStore`]) and the scheduler's store trait.
+///
+/// ```no_run
+/// # async fn run() -> socialpub_core::Result<()> {
+/// let store = socialpub_core::store::PostgresStore::connect("postgres://localhost/socialpub").await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    /// For the listener's own connection.
+    options: PgConnectOptions,
+    /// The `NOTIFY` channel of this schema.
+    channel: String,
+    /// Fired on a notification from any process, and after local writes.
+    wake: Arc<Notify>,
+    listener: OnceLock<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get() {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Options for the database at `url` (`postgres://user:password@host:port/database`).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Connects with the default options and applies the embedded migrations.
+    ///
+    /// ```no_run
+    /// # async fn run() -> socialpub_core::Result<()> {
+    /// let store = socialpub_core::store::PostgresStore::connect("postgres://localhost/socialpub").await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The connection pool, e.g. to read the outbox in the application's own transaction.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64> {
+        sqlx::query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM socialpub_migrations")
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db("cannot read the schema version"))?
+            .try_get(0)
+            .map_err(db("cannot read the schema version"))
+    }
+
+    /// Closes the pool, waiting for calls in progress. Later calls fail.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+fn account_from_row(row: &sqlx::postgres::PgRow) -> Result<AccountKey> {
+    let tenant: String = row.try_get(0).map_err(db("cannot read a token row"))?;
+    let platform: String = row.try_get(1).map_err(db("cannot read a token row"))?;
+    let account_id: String = row.try_get(2).map_err(db("cannot read a token row"))?;
+    let platform = Platform::from_str(&platform).map_err(|_| {
+        Error::new(
+            ErrorKind::Storage,
+            format!("a stored token has an unknown platform `{platform}`"),
+        )
+    })?;
+    Ok(AccountKey::new(tenant, platform, account_id))
+}
+
+#[async_trait]
+impl SealedTokenStore for PostgresStore {
+    async fn get_sealed(&self, key: &AccountKey) -> Result<Option<SealedToken>> {
+        let row = sqlx::query(
+            "SELECT key_id, ciphertext FROM socialpub_tokens
+             WHERE tenant = $1 AND platform = $2 AND account_id = $3",
+        )
+        .bind(&key.tenant)
+        .bind(key.platform.as_str())
+        .bind(&key.account_id)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(db("cannot read a token"))?;
+        row.map(|r| {
+            Ok(SealedToken {
+                key_id: r.try_get(0).map_err(db("cannot read a token"))?,
+                ciphertext: r.try_get(1).map_err(db("cannot read a token"))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_sealed(&self, key: &AccountKey, sealed: SealedToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO socialpub_tokens
+                 (tenant, platform, account_id, key_id, ciphertext, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant, platform, account_id) DO UPDATE SET
+                 key_id = excluded.key_id, ciphertext = excluded.ciphertext,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&key.tenant)
+        .bind(key.platform.as_str())
+        .bind(&key.account_id)
+        .bind(&sealed.key_id)
+        .bind(&sealed.ciphertext)
+        .bind(Utc::now())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot store a token"))?;
+        Ok(())
+    }
+
+    async fn delete_sealed(&self, key: &AccountKey) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM socialpub_tokens WHERE tenant = $1 AND platform = $2 AND account_id = $3",
+        )
+        .bind(&key.tenant)
+        .bind(key.platform.as_str())
+        .bind(&key.account_id)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot delete a token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_sealed(&self, tenant: Option<&str>) -> Result<Vec<AccountKey>> {
+        let rows = sqlx::query(
+            "SELECT tenant, platform, account_id FROM socialpub_tokens
+             WHERE $1::TEXT IS NULL OR tenant = $1
+             ORDER BY tenant, platform, account_id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("cannot list tokens"))?;
+        rows.iter().map(account_from_row).collect()
+    }
+}
+
+fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name)
+        .map_err(|e| Error::storage(format!("cannot read column {name}: {e}"), e))
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
+    let fence: i64 = col(row, "fence")?;
+    let lease = match col::<Option<String>>(row, "lease_owner")? {
+        Some(owner) => Some(Lease {
+            owner,
+            fence,
+            expires_at: col::<Option<DateTime<Utc>>>(row, "lease_expires_at")?
+                .ok_or_else(|| corrupt("a lease without an expiry"))?,
+        }),
+        None => None,
+    };
+    Ok(Delivery {
+        id: col(row, "id")?,
+        post_id: col(row, "post_id")?,
+        tenant: col(row, "tenant")?,
+        target: Target::new(
+            parse_platform(&col::<String>(row, "platform")?)?,
+            col::<String>(row, "account_id")?,
+        ),
+        post: col::<Json<Post>>(row, "post")?.0,
+        state: parse_state("state", &col::<String>(row, "state")?)?,
+        due_at: col(row, "due_at")?,
+        run_at: col(row, "run_at")?,
+        attempt: to_u32("attempt", i64::from(col::<i32>(row, "attempt")?))?,
+        max_attempts: to_u32("max_attempts", i64::from(col::<i32>(row, "max_attempts")?))?,
+        deadline: col(row, "deadline")?,
+        fence,
+        lease,
+        checkpoint: col::<Option<Json<serde_json::Value>>>(row, "checkpoint")?.map(|j| j.0),
+        committed_at: col(row, "committed_at")?,
+        receipt: col::<Option<Json<Receipt>>>(row, "receipt")?.map(|j| j.0),
+        last_error: col::<Option<Json<DeliveryError>>>(row, "last_error")?.map(|j| j.0),
+        had_failure: col(row, "had_failure")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+fn history_from_row(row: &PgRow) -> Result<HistoryEntry> {
+    Ok(HistoryEntry {
+        delivery_id: col(row, "delivery_id")?,
+        at: col(row, "at")?,
+        from: col::<Option<String>>(row, "from_state")?
+            .map(|s| parse_state("from_state", &s))
+            .transpose()?,
+        to: parse_state("to_state", &col::<String>(row, "to_state")?)?,
+        attempt: to_u32("attempt", i64::from(col::<i32>(row, "attempt")?))?,
+        worker: col(row, "worker")?,
+        error_kind: col::<Option<String>>(row, "error_kind")?
+            .map(|s| parse_kind(&s))
+            .transpose()?,
+        message: col(row, "message")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<OutboxEvent> {
+    Ok(OutboxEvent {
+        seq: col(row, "seq")?,
+        event: col::<Json<Event>>(row, "payload")?.0,
+    })
+}
+
+fn int(column: &str, v: u32) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::invalid_input(format!("{column} {v} is too large")))
+}
+
+async fn insert_delivery(conn: &mut PgConnection, d: &Delivery) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post,
+             state, due_at, run_at, attempt, max_attempts, deadline, fence, lease_owner,
+             lease_expires_at, checkpoint, committed_at, receipt, last_error, had_failure,
+             created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22)",
+    )
+    .bind(d.id)
+    .bind(d.post_id)
+    .bind(&d.tenant)
+    .bind(d.target.platform.as_str())
+    .bind(&d.target.account_id)
+    .bind(Json(&d.post))
+    .bind(d.state.as_str())
+    .bind(d.due_at)
+    .bind(d.run_at)
+    .bind(int("attempt", d.attempt)?)
+    .bind(int("max_attempts", d.max_attempts)?)
+    .bind(d.deadline)
+    .bind(d.fence)
+    .bind(d.lease.as_ref().map(|l| l.owner.as_str()))
+    .bind(d.lease.as_ref().map(|l| l.expires_at))
+    .bind(d.checkpoint.as_ref().map(Json))
+    .bind(d.committed_at)
+    .bind(d.receipt.as_ref().map(Json))
+    .bind(d.last_error.as_ref().map(Json))
+    .bind(d.had_failure)
+    .bind(d.created_at)
+    .bind(d.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        if let sqlx::Error::Database(dbe) = &e
+            && dbe.is_unique_violation()
+        {
+            return Error::invalid_input(format!("delivery {} already exists", d.id));
+        }
+        Error::storage(format!("cannot insert a delivery: {e}"), e)
+    })?;
+    Ok(())
+}
+
+/// Writes back everything a transition may change, with its history entries and events, in
+/// one statement.
+async fn write_step(
+    conn: &mut PgConnection,
+    d: &Delivery,
+    history: &[HistoryEntry],
+    events: &[Event],
+) -> Result<()> {
+    let h = history.first();
+    let e = events.first();
+    sqlx::query(
+        "WITH upd AS (
+             UPDATE socialpub_deliveries SET state = $2, due_at = $3, run_at = $4, attempt = $5,
+                 max_attempts = $6, deadline = $7, lease_owner = $8, lease_expires_at = $9,
+                 checkpoint = $10, committed_at = $11, receipt = $12, last_error = $13,
+                 had_failure = $14, updated_at = $15
+             WHERE id = $1),
+         hist AS (
+             INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
+                 attempt, worker, error_kind, message)
+             SELECT $1, $16, $17, $18, $19, $20, $21, $22, $23 WHERE $24)
+         INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+         SELECT $25, $16, $26, $1, $27, $28 WHERE $29",
+    )
+    .bind(d.id)
+    .bind(d.state.as_str())
+    .bind(d.due_at)
+    .bind(d.run_at)
+    .bind(int("attempt", d.attempt)?)
+    .bind(int("max_attempts", d.max_attempts)?)
+    .bind(d.deadline)
+    .bind(d.lease.as_ref().map(|l| l.owner.as_str()))
+    .bind(d.lease.as_ref().map(|l| l.expires_at))
+    .bind(d.checkpoint.as_ref().map(Json))
+    .bind(d.committed_at)
+    .bind(d.receipt.as_ref().map(Json))
+    .bind(d.last_error.as_ref().map(Json))
+    .bind(d.had_failure)
+    .bind(d.updated_at)
+    .bind(&d.tenant)
+    .bind(h.map(|h| h.at))
+    .bind(h.and_then(|h| h.from.map(|s| s.as_str())))
+    .bind(h.map(|h| h.to.as_str()))
+    .bind(h.map(|h| int("attempt", h.attempt)).transpose()?)
+    .bind(h.and_then(|h| h.worker.as_deref()))
+    .bind(h.and_then(|h| h.error_kind.map(|k| k.as_str())))
+    .bind(h.and_then(|h| h.message.as_deref()))
+    .bind(h.is_some())
+    .bind(e.map(|e| e.id))
+    .bind(e.map(|e| e.kind.as_str()))
+    .bind(e.map(|e| e.at))
+    .bind(e.map(Json))
+    .bind(e.is_some())
+    .execute(&mut *conn)
+    .await
+    .map_err(db("cannot update a delivery"))?;
+    for h in history.iter().skip(1) {
+        insert_history(conn, &d.tenant, h).await?;
+    }
+    for e in events.iter().skip(1) {
+        insert_event(conn, e).await?;
+    }
+    Ok(())
+}
+
+async fn insert_history(conn: &mut PgConnection, tenant: &str, h: &HistoryEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO socialpub_history
+             (delivery_id, tenant, at, from_state, to_state, attempt, worker, error_kind, message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(h.delivery_id)
+    .bind(tenant)
+    .bind(h.at)
+    .bind(h.from.map(|s| s.as_str()))
+    .bind(h.to.as_str())
+    .bind(int("attempt", h.attempt)?)
+    .bind(h.worker.as_deref())
+    .bind(h.error_kind.map(|k| k.as_str()))
+    .bind(h.message.as_deref())
+    .execute(&mut *conn)
+    .await
+    .map_err(db("cannot append a history entry"))?;
+    Ok(())
+}
+
+async fn insert_event(conn: &mut PgConnection, e: &Event) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(e.id)
+    .bind(&e.tenant)
+    .bind(e.kind.as_str())
+    .bind(e.delivery_id)
+    .bind(e.at)
+    .bind(Json(e))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("cannot append an event"))?;
+    Ok(())
+}
+
+impl PostgresStore {
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        self.inner
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot start a PostgreSQL transaction"))
+    }
+
+    /// Locks delivery `id` (of `tenant`, when given) with `SELECT … FOR UPDATE`, lets `f`
+    /// apply a state-machine step to it, and writes back what changed with its history and
+    /// events, in one transaction. `None` when there is no such delivery.
+    async fn modify<R>(
+        &self,
+        id: Uuid,
+        tenant: Option<&str>,
+        f: impl FnOnce(&mut Delivery) -> Result<Step<R>>,
+    ) -> Result<Option<R>> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("cannot read a delivery"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut d = delivery_from_row(&row)?;
+        if tenant.is_some_and(|t| t != d.tenant) {
+            return Ok(None);
+        }
+        let step = f(&mut d)?;
+        if !step.changed {
+            // Nothing written: release the row lock without a commit record.
+            tx.rollback()
+                .await
+                .map_err(db("cannot end a PostgreSQL transaction"))?;
+            return Ok(Some(step.out));
+        }
+        write_step(&mut tx, &d, &step.history, &step.events).await?;
+        tx.commit()
+            .await
+            .map_err(db("cannot commit a PostgreSQL write"))?;
+        Ok(Some(step.out))
+    }
+
+    /// Wakes this process's workers, and (through `NOTIFY`, sent when `tx` commits) every
+    /// other process's.
+    async fn notify_in(&self, conn: &mut PgConnection) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(&self.inner.channel)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("cannot notify workers"))?;
+        Ok(())
+    }
+
+    fn wake_local(&self) {
+        self.inner.wake.notify_waiters();
+    }
+
+    /// Starts (once) the task that turns `NOTIFY`s from any process into wake-ups.
+    fn ensure_listener(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.inner.listener.get_or_init(|| {
+            let options = self.inner.options.clone();
+            let channel = self.inner.channel.clone();
+            let wake = Arc::downgrade(&self.inner.wake);
+            handle.spawn(listen(options, channel, wake))
+        });
+    }
+}
+
+/// Listens on `channel` until the store is dropped; reconnects after errors, waking workers so
+/// they poll whatever a lost notification announced.
+async fn listen(options: PgConnectOptions, channel: String, wake: Weak<Notify>) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to listen for wake-ups; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(&channel).await {
+            tracing::warn!(error = %e, "cannot LISTEN for wake-ups; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => match wake.upgrade() {
+                    Some(w) => w.notify_waiters(),
+                    None => return,
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the wake-up listener; reconnecting");
+                    match wake.upgrade() {
+                        Some(w) => w.notify_waiters(),
+                        None => return,
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for PostgresStore {
+    async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for d in deliveries {
+            insert_delivery(&mut tx, d).await?;
+            insert_history(&mut tx, &d.tenant, &d.inserted_entry()).await?;
+        }
+        for e in events {
+            insert_event(&mut tx, e).await?;
+        }
+        self.notify_in(&mut tx).await?;
+        tx.commit()
+            .await
+            .map_err(db("cannot commit new deliveries"))?;
+        self.wake_local();
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = trunc(now);
+        let until = lease_until(now, lease);
+        // One statement: pick due rows nobody holds (skipping rows another transaction has
+        // locked), take them, and write the history of those that became `claimed`. The
+        // MATERIALIZED CTE keeps the planner from re-running the LIMIT subquery per row.
+        let rows = sqlx::query(&format!(
+            "WITH picked AS MATERIALIZED (
+                 SELECT id, state AS from_state, run_at AS claimed_run_at
+                 FROM socialpub_deliveries
+                 WHERE {} AND run_at <= $3
+                 ORDER BY run_at, id LIMIT $4
+                 FOR UPDATE SKIP LOCKED),
+             claimed AS (
+                 UPDATE socialpub_deliveries d SET
+                     claimed_due_at = picked.claimed_run_at, fence = d.fence + 1,
+                     lease_owner = $1, lease_expires_at = $2, run_at = NULL, updated_at = $3,
+                     state = CASE WHEN d.state IN ('scheduled', 'retry_waiting') THEN 'claimed'
+                                  ELSE d.state END,
+                     attempt = CASE WHEN d.state IN ('scheduled', 'retry_waiting')
+                                    THEN d.attempt + 1 ELSE d.attempt END
+                 FROM picked WHERE d.id = picked.id
+                 RETURNING d.*, picked.from_state),
+             hist AS (
+                 INSERT INTO socialpub_history
+                     (delivery_id, tenant, at, from_state, to_state, attempt, worker)
+                 SELECT id, tenant, updated_at, from_state, state, attempt, lease_owner
+                 FROM claimed WHERE from_state <> state)
+             SELECT {DELIVERY_COLUMNS}, claimed_due_at FROM claimed",
+            due_condition!()
+        ))
+        .bind(worker)
+        .bind(until)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("cannot claim deliveries"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let order: Option<DateTime<Utc>> = col(row, "claimed_due_at")?;
+            out.push((order, delivery_from_row(row)?));
+        }
+        out.sort_by_key(|(order, d)| (*order, d.id));
+        Ok(out.into_iter().map(|(_, d)| d).collect())
+    }
+
+    async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE socialpub_deliveries SET lease_expires_at = GREATEST(lease_expires_at, $1)
+             WHERE id = $2 AND fence = $3 AND lease_owner IS NOT NULL",
+        )
+        .bind(trunc(until))
+        .bind(id)
+        .bind(fence)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot renew a lease"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
+        let t = trunc_transition(transition);
+        let out = self
+            .modify(t.id, None, |d| match d.apply_transition(&t)? {
+                None => Ok(Step::unchanged(Fenced::Stale)),
+                Some(h) => Ok(Step::changed(
+                    Fenced::Applied(d.clone()),
+                    Some(h),
+                    t.event.clone(),
+                )),
+            })
+            .await?;
+        let out = out.unwrap_or(Fenced::Stale);
+        if matches!(&out, Fenced::Applied(d) if d.run_at.is_some()) {
+            self.wake_local();
+        }
+        Ok(out)
+    }
+
+    async fn commit_point(
+        &self,
+        id: Uuid,
+        fence: i64,
+        at: DateTime<Utc>,
+    ) -> Result<Fenced<Delivery>> {
+        let at = trunc(at);
+        let out = self
+            .modify(id, None, |d| match d.apply_commit_point(fence, at)? {
+                None => Ok(Step::unchanged(Fenced::Stale)),
+                Some(None) => Ok(Step::changed(Fenced::Applied(d.clone()), None, None)),
+                Some(Some(h)) => Ok(Step::changed(Fenced::Applied(d.clone()), Some(h), None)),
+            })
+            .await?;
+        Ok(out.unwrap_or(Fenced::Stale))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        id: Uuid,
+        fence: i64,
+        checkpoint: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<Fenced<()>> {
+        let done = sqlx::query(
+            "UPDATE socialpub_deliveries SET checkpoint = $1, updated_at = $2
+             WHERE id = $3 AND fence = $4 AND lease_owner IS NOT NULL",
+        )
+        .bind(Json(checkpoint))
+        .bind(trunc(at))
+        .bind(id)
+        .bind(fence)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot save a checkpoint"))?;
+        Ok(if done.rows_affected() > 0 {
+            Fenced::Applied(())
+        } else {
+            Fenced::Stale
+        })
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
+        let now = trunc(now);
+        let mut tx = self.begin().await?;
+        // SKIP LOCKED: rows another rescuer (or a worker's write) holds are theirs to settle.
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+             WHERE lease_owner IS NOT NULL AND lease_expires_at <= $1
+             ORDER BY lease_expires_at, id
+             FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("cannot find expired leases"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut d = delivery_from_row(row)?;
+            if let Some((entry, event)) = d.apply_rescue(now) {
+                write_step(&mut tx, &d, std::slice::from_ref(&entry), event.as_slice()).await?;
+                out.push(Rescued { delivery: d, event });
+            }
+        }
+        if out.is_empty() {
+            tx.rollback()
+                .await
+                .map_err(db("cannot end a PostgreSQL transaction"))?;
+            return Ok(out);
+        }
+        self.notify_in(&mut tx).await?;
+        tx.commit().await.map_err(db("cannot commit a rescue"))?;
+        self.wake_local();
+        Ok(out)
+    }
+
+    async fn cancel(&self, tenant: &str, id: Uuid, at: DateTime<Utc>) -> Result<CancelOutcome> {
+        let at = trunc(at);
+        let out = self
+            .modify(id, Some(tenant), |d| {
+                let (outcome, entry) = d.apply_cancel(at);
+                Ok(match entry {
+                    Some(h) => Step::changed(outcome, Some(h), None),
+                    None => Step::unchanged(outcome),
+                })
+            })
+            .await?;
+        Ok(out.unwrap_or(CancelOutcome::NotFound))
+    }
+
+    async fn reschedule(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        due_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<RescheduleOutcome> {
+        let (due_at, at) = (trunc(due_at), trunc(at));
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+             WHERE id = $1 AND tenant = $2 FOR UPDATE"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("cannot read a delivery"))?;
+        let Some(row) = row else {
+            return Ok(RescheduleOutcome::NotFound);
+        };
+        let mut d = delivery_from_row(&row)?;
+        let (outcome, entry) = d.apply_reschedule(due_at, at);
+        let Some(entry) = entry else {
+            tx.rollback()
+                .await
+                .map_err(db("cannot end a PostgreSQL transaction"))?;
+            return Ok(outcome);
+        };
+        write_step(&mut tx, &d, std::slice::from_ref(&entry), &[]).await?;
+        self.notify_in(&mut tx).await?;
+        tx.commit()
+            .await
+            .map_err(db("cannot commit a reschedule"))?;
+        self.wake_local();
+        Ok(outcome)
+    }
+
+    async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Delivery>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE id = $1 AND tenant = $2"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(db("cannot read a delivery"))?;
+        row.as_ref().map(delivery_from_row).transpose()
+    }
+
+    async fn history(&self, tenant: &str, id: Uuid) -> Result<Vec<HistoryEntry>> {
+        let rows = sqlx::query(
+            "SELECT delivery_id, at, from_state, to_state, attempt, worker, error_kind, message
+             FROM socialpub_history WHERE delivery_id = $1 AND tenant = $2 ORDER BY seq",
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("cannot read a delivery's history"))?;
+        rows.iter().map(history_from_row).collect()
+    }
+
+    async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+        let states: Option<Vec<&str>> = if filter.states.is_empty() {
+            None
+        } else {
+            Some(filter.states.iter().map(|s| s.as_str()).collect())
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+             WHERE tenant = $1
+               AND ($2::TEXT[] IS NULL OR state = ANY($2))
+               AND ($3::TIMESTAMPTZ IS NULL OR due_at >= $3)
+               AND ($4::TIMESTAMPTZ IS NULL OR due_at < $4)
+               AND ($5::UUID IS NULL OR post_id = $5)
+             ORDER BY due_at, id LIMIT $6"
+        ))
+        .bind(&filter.tenant)
+        .bind(states)
+        .bind(filter.due_from)
+        .bind(filter.due_before)
+        .bind(filter.post_id)
+        .bind(i64::try_from(filter.limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("cannot list deliveries"))?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query(concat!(
+            "SELECT LEAST((SELECT MIN(run_at) FROM socialpub_deliveries WHERE ",
+            due_condition!(),
+            "), (SELECT MIN(lease_expires_at) FROM socialpub_deliveries ",
+            "WHERE lease_owner IS NOT NULL))"
+        ))
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(db("cannot read the next due time"))?;
+        row.try_get(0).map_err(db("cannot read the next due time"))
+    }
+
+    async fn append_event(&self, event: &Event) -> Result<()> {
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(db("cannot append an event"))?;
+        insert_event(&mut conn, event).await
+    }
+
+    async fn events(&self, after: Option<i64>, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, payload FROM socialpub_outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after.unwrap_or(i64::MIN))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db("cannot read the outbox"))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn ack_events(&self, seqs: &[i64]) -> Result<u64> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query("DELETE FROM socialpub_outbox WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(db("cannot acknowledge events"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<PurgeReport> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "DELETE FROM socialpub_history WHERE delivery_id IN (
+                 SELECT id FROM socialpub_deliveries
+                 WHERE state IN {TERMINAL_STATES} AND updated_at < $1)"
+        ))
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot purge history"))?;
+        let deliveries = sqlx::query(&format!(
+            "DELETE FROM socialpub_deliveries WHERE state IN {TERMINAL_STATES} AND updated_at < $1"
+        ))
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot purge deliveries"))?
+        .rows_affected();
+        let events = sqlx::query("DELETE FROM socialpub_outbox WHERE at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot purge events"))?
+            .rows_affected();
+        tx.commit().await.map_err(db("cannot commit a purge"))?;
+        Ok(PurgeReport { deliveries, events })
+    }
+
+    async fn export_tenant(&self, tenant: &str) -> Result<TenantExport> {
+        // One snapshot, so the three parts agree.
+        let mut tx = self.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot start an export"))?;
+        let deliveries = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE tenant = $1
+             ORDER BY due_at, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("cannot export deliveries"))?
+        .iter()
+        .map(delivery_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        let history = sqlx::query(
+            "SELECT h.delivery_id, h.at, h.from_state, h.to_state, h.attempt, h.worker,
+                    h.error_kind, h.message
+             FROM socialpub_history h JOIN socialpub_deliveries d ON d.id = h.delivery_id
+             WHERE d.tenant = $1 ORDER BY d.due_at, d.id, h.seq",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("cannot export history"))?
+        .iter()
+        .map(history_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        let events =
+            sqlx::query("SELECT seq, payload FROM socialpub_outbox WHERE tenant = $1 ORDER BY seq")
+                .bind(tenant)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("cannot export events"))?
+                .iter()
+                .map(|r| event_from_row(r).map(|e| e.event))
+                .collect::<Result<Vec<_>>>()?;
+        tx.commit().await.map_err(db("cannot finish an export"))?;
+        Ok(TenantExport {
+            tenant: tenant.to_owned(),
+            deliveries,
+            history,
+            events,
+        })
+    }
+
+    async fn delete_tenant(&self, tenant: &str) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM socialpub_history WHERE tenant = $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot delete a tenant's history"))?;
+        let n = sqlx::query("DELETE FROM socialpub_deliveries WHERE tenant = $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot delete a tenant's deliveries"))?
+            .rows_affected();
+        sqlx::query("DELETE FROM socialpub_outbox WHERE tenant = $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot delete a tenant's events"))?;
+        tx.commit()
+            .await
+            .map_err(db("cannot commit a tenant's deletion"))?;
+        Ok(n)
+    }
+
+    fn wakeups(&self) -> Option<Arc<Notify>> {
+        self.ensure_listener();
+        Some(self.inner.wake.clone())
+    }
+}

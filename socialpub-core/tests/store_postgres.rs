@@ -1,0 +1,279 @@
+//! The PostgreSQL store: the schedule store conformance suite and model test, migrations
+//! under concurrent starts, sealed tokens, wake-ups across connections, and the claim's plan.
+//!
+//! Reads `SOCIALPUB_TEST_POSTGRES_URL`; without it every test prints a notice and passes,
+//! except under `CI=true`, where they fail. Each test works in schemas of its own.
+#![cfg(all(feature = "postgres", feature = "testkit"))]
+#![allow(clippy::print_stderr)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socialpub_core::auth::{
+    AccountKey, EncryptedTokenStore, EncryptionKey, KeyRing, SealedTokenStore, Token, TokenStore,
+};
+use socialpub_core::platform::Platform;
+use socialpub_core::schedule::ScheduleStore;
+use socialpub_core::store::PostgresStore;
+use socialpub_core::testkit::conformance::token_store_suite;
+use socialpub_core::testkit::schedule::{check_against_model, new_post, random_ops, store_suite};
+
+/// The test server's URL, or `None` (with a notice) when there is none outside CI.
+fn url(test: &str) -> Option<String> {
+    match std::env::var("SOCIALPUB_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but SOCIALPUB_TEST_POSTGRES_URL is not set: run .ci/postgres.sh")
+        }
+        _ => {
+            eprintln!("notice: {test} skipped: set SOCIALPUB_TEST_POSTGRES_URL to run it");
+            None
+        }
+    }
+}
+
+/// Schemas made by one test, dropped at its end.
+struct Schemas {
+    url: String,
+    test: String,
+    made: Mutex<Vec<String>>,
+}
+
+impl Schemas {
+    fn new(url: String, test: &str) -> Self {
+        Schemas {
+            url,
+            test: test.to_owned(),
+            made: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn fresh_name(&self) -> String {
+        let name = format!(
+            "t_{}_{}",
+            self.test,
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        self.made.lock().expect("lock").push(name.clone());
+        name
+    }
+
+    async fn store(&self) -> PostgresStore {
+        PostgresStore::builder(self.url.clone())
+            .schema(self.fresh_name())
+            .max_connections(4)
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn drop_all(self) {
+        let admin = PostgresStore::connect(self.url.clone())
+            .await
+            .expect("connect");
+        let names = self.made.lock().expect("lock").clone();
+        for name in names {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .execute(admin.pool())
+                .await
+                .expect("drop schema");
+        }
+    }
+}
+
+#[tokio::test]
+async fn conformance_suite() {
+    let Some(url) = url("conformance_suite") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "suite");
+    store_suite(|| async { Arc::new(schemas.store().await) as Arc<dyn ScheduleStore> }).await;
+    schemas.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_based_random_operations() {
+    let Some(url) = url("model_based_random_operations") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "model");
+    for seed in 0..6 {
+        let store = schemas.store().await;
+        check_against_model(Arc::new(store.clone()), &random_ops(seed, 120)).await;
+        store.close().await;
+    }
+    schemas.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connects_migrate_once() {
+    let Some(url) = url("concurrent_connects_migrate_once") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone(), "race");
+    let name = schemas.fresh_name();
+    let connects = (0..6).map(|_| {
+        let (url, name) = (url.clone(), name.clone());
+        tokio::spawn(async move {
+            PostgresStore::builder(url)
+                .schema(name)
+                .max_connections(1)
+                .connect()
+                .await
+        })
+    });
+    for handle in connects {
+        let store = handle.await.expect("join").expect("connect");
+        assert_eq!(store.schema_version().await.expect("version"), 1);
+        assert_eq!(store.schema(), name);
+    }
+    schemas.drop_all().await;
+}
+
+#[tokio::test]
+async fn rejects_a_bad_schema_name_and_hides_the_password() {
+    let err = PostgresStore::builder("postgres://u:hunter2@127.0.0.1:1/db")
+        .schema("x; DROP TABLE y")
+        .connect()
+        .await
+        .expect_err("bad schema");
+    assert_eq!(err.kind(), socialpub_core::ErrorKind::InvalidInput);
+    let builder = PostgresStore::builder("postgres://u:hunter2@127.0.0.1:1/db");
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    let err = PostgresStore::connect("postgres://u:hunter2@127.0.0.1:1/db")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn sealed_tokens_pass_the_token_store_suite() {
+    let Some(url) = url("sealed_tokens_pass_the_token_store_suite") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "tokens");
+    let tokens = EncryptedTokenStore::new(
+        schemas.store().await,
+        KeyRing::new("k1", EncryptionKey::generate()),
+    );
+    token_store_suite(&tokens).await;
+    schemas.drop_all().await;
+}
+
+#[tokio::test]
+async fn the_database_holds_no_token() {
+    let Some(url) = url("the_database_holds_no_token") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "sealed");
+    let store = schemas.store().await;
+    let tokens =
+        EncryptedTokenStore::new(store.clone(), KeyRing::new("k1", EncryptionKey::generate()));
+    let key = AccountKey::new("acme", Platform::LinkedIn, "urn:li:person:7");
+    tokens
+        .put(
+            &key,
+            &Token::new("ACCESS-9c1e-plaintext").with_refresh_token("REFRESH-77ab-plaintext"),
+        )
+        .await
+        .expect("put");
+
+    // Every row of every table of the schema, as text.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(store.schema())
+    .fetch_all(store.pool())
+    .await
+    .expect("tables");
+    assert!(tables.iter().any(|t| t == "socialpub_tokens"));
+    let mut dump = String::new();
+    for t in &tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::TEXT FROM \"{t}\" t"))
+            .fetch_all(store.pool())
+            .await
+            .expect("dump");
+        dump.extend(rows);
+    }
+    assert!(dump.contains("urn:li:person:7"), "the account is there");
+    for secret in [
+        "ACCESS-9c1e-plaintext",
+        "REFRESH-77ab-plaintext",
+        "9c1e",
+        "77ab-plain",
+    ] {
+        assert!(!dump.contains(secret), "{secret} found in the database");
+    }
+    let sealed = store.get_sealed(&key).await.expect("get").expect("sealed");
+    assert_eq!(sealed.key_id, "k1");
+    assert!(!String::from_utf8_lossy(&sealed.ciphertext).contains("plaintext"));
+    schemas.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_wakes_workers_of_another_store() {
+    let Some(url) = url("an_insert_wakes_workers_of_another_store") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone(), "wake");
+    let name = schemas.fresh_name();
+    let connect = || {
+        PostgresStore::builder(url.clone())
+            .schema(name.clone())
+            .max_connections(2)
+            .connect()
+    };
+    // Two pools stand for two processes: only NOTIFY links them.
+    let sleeper = connect().await.expect("connect");
+    let writer = connect().await.expect("connect");
+    let wake = sleeper.wakeups().expect("a PostgreSQL store has wake-ups");
+    // Let the listener start before the insert.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let notified = wake.notified();
+    let (d, e) = new_post("t", &["1"], 5);
+    writer.insert(&d, &e).await.expect("insert");
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("the other store's insert woke this one");
+    schemas.drop_all().await;
+}
+
+#[tokio::test]
+async fn claiming_uses_the_due_index() {
+    let Some(url) = url("claiming_uses_the_due_index") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "plan");
+    let store = schemas.store().await;
+    // Enough rows that a sequential scan would be chosen if the index did not fit.
+    sqlx::query(
+        "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post,
+             state, due_at, run_at, attempt, max_attempts, fence, had_failure, created_at,
+             updated_at)
+         SELECT gen_random_uuid(), gen_random_uuid(), 't', 'x', '1', '{}'::jsonb,
+             CASE WHEN g % 2 = 0 THEN 'published' ELSE 'scheduled' END,
+             now() + g * interval '1 second', CASE WHEN g % 2 = 0 THEN NULL
+             ELSE now() + g * interval '1 second' END, 0, 5, 0, false, now(), now()
+         FROM generate_series(1, 20000) g",
+    )
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    sqlx::query("ANALYZE socialpub_deliveries")
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM socialpub_deliveries
+         WHERE lease_owner IS NULL AND run_at IS NOT NULL
+           AND state IN ('scheduled', 'retry_waiting', 'processing', 'unconfirmed')
+           AND run_at <= now() ORDER BY run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains("socialpub_deliveries_due"), "{plan}");
+    schemas.drop_all().await;
+}
