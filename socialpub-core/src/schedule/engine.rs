@@ -745,6 +745,9 @@ impl Shared {
             ))),
         };
         renewer.abort();
+        // The delivery may be due again sooner than any worker's next wake-up (a retry, a
+        // status poll): let them look again.
+        self.wake.notify_waiters();
         if let Err(e) = result {
             tracing::warn!(delivery = %id, error = %e, "handling a delivery failed; its lease will lapse and it will be rescued");
         }

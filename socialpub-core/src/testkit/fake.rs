@@ -333,6 +333,10 @@ impl Publisher for FakePublisher {
             let n = *n;
             s.max_inflight_per_account = s.max_inflight_per_account.max(n);
         }
+        // Let other tasks run while "on the network", so concurrency is real in tests.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
         let result = self.run(ctx, post).await;
         if let Some(n) = self.state().inflight.get_mut(&account) {
             *n = n.saturating_sub(1);
