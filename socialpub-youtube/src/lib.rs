@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod api;
+pub mod config;
+pub mod error;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
+pub mod oauth;
+pub mod publish;
+pub mod upload;
+pub mod validate;
+
+pub use config::{
+    CHUNK_GRANULARITY, DEFAULT_CHUNK_SIZE, QuotaCosts, SCOPE_MANAGE, SCOPE_READONLY, SCOPE_UPLOAD,
+    YouTubeConfig, YouTubeConfigBuilder,
+};
+pub use error::next_pacific_midnight;
+pub use oauth::{Channel, ConnectedChannel, YouTubeConnector};
+pub use publish::YouTubePublisher;
+pub use validate::{License, Privacy, YouTubeOptions, capabilities, is_short, tags_length};

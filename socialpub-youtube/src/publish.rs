@@ -1,0 +1,610 @@
+//! [`YouTubePublisher`]: validation, the resumable upload, the thumbnail, processing status,
+//! reconciliation of unconfirmed uploads, and deletion.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::header::CONTENT_TYPE;
+use secrecy::SecretString;
+use socialpub_core::clock::{Clock, SystemClock};
+use socialpub_core::http::ChunkReader;
+use socialpub_core::publish::RemotePost;
+use socialpub_core::{
+    Capabilities, Error, ErrorKind, LookupOutcome, Media, MediaKind, Platform, Post,
+    PublishContext, Publisher, Receipt, RemoteState, Result, ValidationReport,
+};
+
+use crate::api::{
+    Api, Auth, ChannelResource, InsertSnippet, InsertStatus, ListResponse, PlaylistItem, Video,
+    VideoInsert,
+};
+use crate::config::YouTubeConfig;
+use crate::upload::{self, Checkpoint, SessionState, UploadRequest};
+use crate::validate::{
+    self, DEFAULT_CATEGORY_ID, MAX_THUMBNAIL_BYTES, YouTubeOptions, validate_post,
+};
+
+/// How long after the commit an empty `videos.list` answer still means "processing" (the API
+/// may lag right after an upload) rather than "gone".
+const LIST_LAG: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Publishes videos to YouTube channels.
+///
+/// ```no_run
+/// # async fn f(tokens: std::sync::Arc<dyn socialpub_core::auth::AccessTokens>) -> socialpub_core::Result<()> {
+/// use socialpub_core::{AccountKey, Media, Platform, Post, PublishContext, Publisher};
+/// use socialpub_youtube::{Privacy, YouTubeConfig, YouTubeOptions, YouTubePublisher};
+///
+/// let publisher = YouTubePublisher::new(YouTubeConfig::builder().build()?);
+/// let video = Media::from_path("launch.mp4").await?;
+/// let post = Post::new("How we built it")
+///     .with_title("Launch day")
+///     .with_media(video)
+///     .with_options(&YouTubeOptions::new().privacy(Privacy::Unlisted))?;
+/// let account = AccountKey::new("tenant-1", Platform::YouTube, "UCxxxxxxxxxxxxxxxxxxxxxx");
+/// let mut ctx = PublishContext::new(account, tokens);
+/// let receipt = publisher.publish(&mut ctx, &post).await?;
+/// println!("{} {:?}", receipt.remote_id, receipt.url);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct YouTubePublisher {
+    api: Api,
+}
+
+impl fmt::Debug for YouTubePublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("YouTubePublisher")
+            .field("config", &self.api.config)
+            .finish()
+    }
+}
+
+impl YouTubePublisher {
+    /// A publisher for `config`. Publishing needs no client credentials: tokens come from the
+    /// publish context.
+    pub fn new(config: YouTubeConfig) -> Self {
+        YouTubePublisher {
+            api: Api {
+                config: Arc::new(config),
+                clock: Arc::new(SystemClock),
+            },
+        }
+    }
+
+    /// Uses `clock` for `publishAt` checks, quota reset times and lookups.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.api.clock = clock;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &YouTubeConfig {
+        &self.api.config
+    }
+
+    fn metadata(post: &Post, options: &YouTubeOptions) -> VideoInsert {
+        VideoInsert {
+            snippet: InsertSnippet {
+                title: post.title.clone().unwrap_or_default(),
+                description: validate::description(post),
+                tags: options.tags.clone(),
+                category_id: options
+                    .category_id
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CATEGORY_ID.to_owned()),
+                default_language: options.default_language.clone(),
+                default_audio_language: options.default_audio_language.clone(),
+            },
+            status: InsertStatus {
+                privacy_status: options.privacy.as_str().to_owned(),
+                publish_at: options
+                    .publish_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                self_declared_made_for_kids: options.made_for_kids,
+                contains_synthetic_media: options.contains_synthetic_media,
+                embeddable: options.embeddable,
+                license: options.license.map(|l| {
+                    serde_json::to_value(l)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                }),
+                public_stats_viewable: options.public_stats_viewable,
+            },
+        }
+    }
+
+    fn watch_url(id: &str) -> String {
+        format!("https://www.youtube.com/watch?v={id}")
+    }
+
+    fn receipt_for(&self, video: &Video, cp: &Checkpoint) -> Receipt {
+        let mut r = Receipt::new(
+            Platform::YouTube,
+            video.id.clone(),
+            Some(Self::watch_url(&video.id)),
+        )
+        .with_state(state_of(video).unwrap_or(RemoteState::Processing));
+        r.quota_cost = Some(cp.quota_cost);
+        if let Some(w) = &cp.thumbnail_warning {
+            r.warnings.push(w.clone());
+        }
+        r.extra = extra_of(video);
+        r
+    }
+
+    async fn set_thumbnail(
+        &self,
+        ctx: &PublishContext,
+        video_id: &str,
+        image: &Media,
+    ) -> Result<()> {
+        // Thumbnails are at most 2 MB: read the whole image, once.
+        let mut reader = ChunkReader::open(&image.source, MAX_THUMBNAIL_BYTES as usize + 1).await?;
+        if reader.len() > MAX_THUMBNAIL_BYTES {
+            return Err(Error::invalid_input(format!(
+                "the thumbnail is {} bytes; YouTube allows {MAX_THUMBNAIL_BYTES}",
+                reader.len()
+            )));
+        }
+        let data: Bytes = reader.read_at(0, MAX_THUMBNAIL_BYTES as usize).await?;
+        let mime = image.mime_or_default().to_owned();
+        let mut url = self.api.config.upload_url("thumbnails/set")?;
+        url.query_pairs_mut()
+            .append_pair("videoId", video_id)
+            .append_pair("uploadType", "media");
+        let http = self.api.config.http.clone();
+        let build = move |_: &SecretString| {
+            http.post(url.clone())
+                .header(CONTENT_TYPE, mime.as_str())
+                .body(data.clone())
+        };
+        self.api
+            .send_idempotent(&Auth::Ctx(ctx), "thumbnails.set", &build)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_video(&self, ctx: &PublishContext, id: &str) -> Result<Option<Video>> {
+        let url = self.api.config.data_url("videos")?;
+        let http = self.api.config.http.clone();
+        let id = id.to_owned();
+        let build = move |_: &SecretString| {
+            http.get(url.clone()).query(&[
+                ("part", "snippet,status,processingDetails"),
+                ("id", id.as_str()),
+            ])
+        };
+        let answer = self
+            .api
+            .send_idempotent(&Auth::Ctx(ctx), "videos.list", &build)
+            .await?;
+        let list: ListResponse<Video> = answer.json("videos.list")?;
+        Ok(list.items.into_iter().next())
+    }
+
+    async fn uploads_playlist(&self, ctx: &PublishContext) -> Result<String> {
+        let url = self.api.config.data_url("channels")?;
+        let http = self.api.config.http.clone();
+        let build = move |_: &SecretString| {
+            http.get(url.clone())
+                .query(&[("part", "contentDetails"), ("mine", "true")])
+        };
+        let answer = self
+            .api
+            .send_idempotent(&Auth::Ctx(ctx), "channels.list", &build)
+            .await?;
+        let list: ListResponse<ChannelResource> = answer.json("channels.list")?;
+        list.items
+            .into_iter()
+            .next()
+            .and_then(|c| c.content_details)
+            .and_then(|d| d.related_playlists)
+            .and_then(|p| p.uploads)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Platform,
+                    "the account has no YouTube channel (no uploads playlist)",
+                )
+                .with_platform(Platform::YouTube)
+                .with_operation("channels.list")
+                .with_code("noChannel")
+            })
+    }
+
+    /// Settles an unconfirmed upload from the saved session: `Some` when the session tells.
+    async fn lookup_session(&self, ctx: &PublishContext) -> Result<Option<LookupOutcome>> {
+        let cp = Checkpoint::load(ctx);
+        if let Some(id) = &cp.video_id {
+            let receipt = Receipt::new(Platform::YouTube, id.clone(), Some(Self::watch_url(id)))
+                .with_state(RemoteState::Processing);
+            return Ok(Some(LookupOutcome::Found(receipt)));
+        }
+        let Some(session) = cp.upload.as_ref() else {
+            return Ok(None);
+        };
+        match self.query_session(ctx, session).await? {
+            SessionAnswer::Complete(video) => {
+                Ok(Some(LookupOutcome::Found(self.receipt_for(&video, &cp))))
+            }
+            // The final byte never arrived: no video was created, and publishing again resumes
+            // this same session.
+            SessionAnswer::Incomplete => Ok(Some(LookupOutcome::Absent)),
+            SessionAnswer::Gone => Ok(None),
+        }
+    }
+
+    async fn query_session(
+        &self,
+        ctx: &PublishContext,
+        session: &SessionState,
+    ) -> Result<SessionAnswer> {
+        let uri = session.session_uri.clone();
+        let total = session.total;
+        let http = self.api.config.http.clone();
+        let build = move |_: &SecretString| {
+            http.put(uri.as_str())
+                .header(reqwest::header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(Bytes::new())
+        };
+        let attempt = || async {
+            match self
+                .api
+                .send_once(&Auth::Ctx(ctx), "videos.insert.status", &build)
+                .await
+            {
+                Ok(a) => {
+                    let video: Video = a.json("videos.insert.status")?;
+                    Ok(SessionAnswer::Complete(Box::new(video)))
+                }
+                Err(e) if e.status() == Some(308) => Ok(SessionAnswer::Incomplete),
+                Err(e) if matches!(e.status(), Some(404 | 410)) => Ok(SessionAnswer::Gone),
+                Err(e) => Err(e),
+            }
+        };
+        self.api.config.retry.run(attempt).await
+    }
+}
+
+enum SessionAnswer {
+    Complete(Box<Video>),
+    Incomplete,
+    Gone,
+}
+
+/// Maps a video's `status` and `processingDetails` to a [`RemoteState`]; `None` when neither
+/// says anything.
+fn state_of(v: &Video) -> Option<RemoteState> {
+    let status = v.status.clone().unwrap_or_default();
+    let processing = v.processing_details.clone().unwrap_or_default();
+    match status.upload_status.as_deref() {
+        Some("rejected") => {
+            return Some(RemoteState::Failed {
+                reason: format!(
+                    "rejected by YouTube: {}",
+                    status
+                        .rejection_reason
+                        .as_deref()
+                        .unwrap_or("no reason given")
+                ),
+            });
+        }
+        Some("failed") => {
+            return Some(RemoteState::Failed {
+                reason: format!(
+                    "upload failed: {}",
+                    status
+                        .failure_reason
+                        .as_deref()
+                        .unwrap_or("no reason given")
+                ),
+            });
+        }
+        Some("deleted") => {
+            return Some(RemoteState::Failed {
+                reason: "the video was deleted".to_owned(),
+            });
+        }
+        _ => {}
+    }
+    match processing.processing_status.as_deref() {
+        Some("failed") => Some(RemoteState::Failed {
+            reason: format!(
+                "processing failed: {}",
+                processing
+                    .processing_failure_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ),
+        }),
+        Some("terminated") => Some(RemoteState::Failed {
+            reason: "processing was terminated".to_owned(),
+        }),
+        Some("succeeded") => Some(RemoteState::Published),
+        Some("processing") => Some(RemoteState::Processing),
+        _ => match status.upload_status.as_deref() {
+            Some("processed") => Some(RemoteState::Published),
+            Some("uploaded") => Some(RemoteState::Processing),
+            _ => None,
+        },
+    }
+}
+
+fn extra_of(v: &Video) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if let Some(s) = &v.status {
+        for (k, val) in [
+            ("upload_status", &s.upload_status),
+            ("privacy_status", &s.privacy_status),
+            ("publish_at", &s.publish_at),
+            ("failure_reason", &s.failure_reason),
+            ("rejection_reason", &s.rejection_reason),
+        ] {
+            if let Some(val) = val {
+                m.insert(k.into(), val.clone().into());
+            }
+        }
+    }
+    if let Some(p) = &v.processing_details {
+        if let Some(s) = &p.processing_status {
+            m.insert("processing_status".into(), s.clone().into());
+        }
+        if let Some(pr) = &p.processing_progress
+            && let Ok(val) = serde_json::to_value(pr)
+        {
+            m.insert("processing_progress".into(), val);
+        }
+    }
+    if m.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Object(m)
+    }
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[async_trait]
+impl Publisher for YouTubePublisher {
+    fn platform(&self) -> Platform {
+        Platform::YouTube
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        validate::capabilities()
+    }
+
+    fn validate(&self, post: &Post) -> ValidationReport {
+        validate_post(post, self.api.clock.now())
+    }
+
+    async fn publish(&self, ctx: &mut PublishContext, post: &Post) -> Result<Receipt> {
+        self.validate(post).into_result()?;
+        let options = post.options::<YouTubeOptions>()?.unwrap_or_default();
+        let video_media = post
+            .media
+            .iter()
+            .find(|m| m.kind == MediaKind::Video)
+            .ok_or_else(|| Error::invalid_input("a YouTube post needs a video"))?;
+        let metadata = Self::metadata(post, &options);
+        let mut cp = Checkpoint::load(ctx);
+
+        let video = match cp.video_id.clone() {
+            // An earlier attempt finished the upload: do not upload again.
+            Some(id) => match self.list_video(ctx, &id).await? {
+                Some(v) => v,
+                None => Video {
+                    id,
+                    ..Video::default()
+                },
+            },
+            None => {
+                let uploaded = upload::upload(
+                    &self.api,
+                    ctx,
+                    &mut cp,
+                    UploadRequest {
+                        metadata: &metadata,
+                        notify_subscribers: options.notify_subscribers,
+                        media: video_media,
+                    },
+                )
+                .await?;
+                cp.video_id = Some(uploaded.video.id.clone());
+                cp.upload = None;
+                cp.save(ctx).await?;
+                tracing::info!(video_id = %uploaded.video.id, "video uploaded");
+                uploaded.video
+            }
+        };
+
+        if let Some(thumb) = &options.thumbnail
+            && !cp.thumbnail_done
+        {
+            cp.quota_cost += self.api.config.quota.thumbnails_set;
+            if let Err(e) = self.set_thumbnail(ctx, &video.id, thumb).await {
+                tracing::warn!(video_id = %video.id, error = %e, "the thumbnail was not set");
+                cp.thumbnail_warning = Some(format!("thumbnail not set: {e}"));
+            }
+            cp.thumbnail_done = true;
+            cp.save(ctx).await?;
+        }
+        Ok(self.receipt_for(&video, &cp))
+    }
+
+    async fn status(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<Receipt> {
+        let mut out = receipt.clone();
+        match self.list_video(ctx, &receipt.remote_id).await? {
+            Some(v) => {
+                if let Some(state) = state_of(&v) {
+                    out.state = state;
+                }
+                let extra = extra_of(&v);
+                if !extra.is_null() {
+                    out.extra = extra;
+                }
+            }
+            None if self.api.clock.now() - receipt.created_at < LIST_LAG => {
+                out.state = RemoteState::Processing;
+            }
+            None => {
+                out.state = RemoteState::Failed {
+                    reason: "the video is gone (deleted, or not visible to this account)"
+                        .to_owned(),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lookup_recent(
+        &self,
+        ctx: &PublishContext,
+        post: &Post,
+        since: DateTime<Utc>,
+    ) -> Result<LookupOutcome> {
+        if let Some(outcome) = self.lookup_session(ctx).await? {
+            return Ok(outcome);
+        }
+        // No session to ask: look for the video among the channel's recent uploads.
+        let playlist = self.uploads_playlist(ctx).await?;
+        let url = self.api.config.data_url("playlistItems")?;
+        let http = self.api.config.http.clone();
+        let build = move |_: &SecretString| {
+            http.get(url.clone()).query(&[
+                ("part", "snippet,contentDetails"),
+                ("playlistId", playlist.as_str()),
+                ("maxResults", "50"),
+            ])
+        };
+        let answer = self
+            .api
+            .send_idempotent(&Auth::Ctx(ctx), "playlistItems.list", &build)
+            .await?;
+        let list: ListResponse<PlaylistItem> = answer.json("playlistItems.list")?;
+        let title = post.title.clone().unwrap_or_default();
+        // Uploads are listed newest first; allow for clock skew between us and Google.
+        let window_start = since - chrono::Duration::minutes(5);
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for item in &list.items {
+            let snippet = item.snippet.clone().unwrap_or_default();
+            let at = snippet.published_at.as_deref().and_then(parse_time);
+            if let Some(at) = at {
+                oldest = Some(oldest.map_or(at, |o: DateTime<Utc>| o.min(at)));
+            }
+            let id = snippet
+                .resource_id
+                .and_then(|r| r.video_id)
+                .or_else(|| item.content_details.clone().and_then(|c| c.video_id));
+            if let (Some(id), Some(at)) = (id, at)
+                && at >= window_start
+                && snippet.title.as_deref() == Some(title.as_str())
+            {
+                let mut r = Receipt::new(Platform::YouTube, id.clone(), Some(Self::watch_url(&id)))
+                    .with_state(RemoteState::Processing);
+                r.parts = vec![RemotePost {
+                    id: id.clone(),
+                    url: Some(Self::watch_url(&id)),
+                }];
+                return Ok(LookupOutcome::Found(r));
+            }
+        }
+        let settle = chrono::Duration::from_std(self.api.config.lookup_settle)
+            .unwrap_or(chrono::Duration::minutes(2));
+        if self.api.clock.now() - since < settle {
+            return Ok(LookupOutcome::Unknown {
+                reason: "the upload is too recent for the channel's uploads list to be sure"
+                    .to_owned(),
+            });
+        }
+        let covered = list.next_page_token.is_none() || oldest.is_some_and(|o| o < window_start);
+        if covered {
+            Ok(LookupOutcome::Absent)
+        } else {
+            Ok(LookupOutcome::Unknown {
+                reason: "more uploads since then than one page of the uploads list holds"
+                    .to_owned(),
+            })
+        }
+    }
+
+    async fn delete(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<()> {
+        let url = self.api.config.data_url("videos")?;
+        let http = self.api.config.http.clone();
+        let id = receipt.remote_id.clone();
+        let build = move |_: &SecretString| http.delete(url.clone()).query(&[("id", id.as_str())]);
+        match self
+            .api
+            .send_idempotent(&Auth::Ctx(ctx), "videos.delete", &build)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Deleting twice (a retry after a lost answer) finds nothing: it is gone either way.
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ProcessingDetails, VideoStatus};
+
+    fn video(upload: &str, processing: Option<&str>) -> Video {
+        Video {
+            id: "v".into(),
+            status: Some(VideoStatus {
+                upload_status: Some(upload.into()),
+                ..VideoStatus::default()
+            }),
+            processing_details: processing.map(|p| ProcessingDetails {
+                processing_status: Some(p.into()),
+                ..ProcessingDetails::default()
+            }),
+            ..Video::default()
+        }
+    }
+
+    #[test]
+    fn states_map() {
+        assert_eq!(
+            state_of(&video("uploaded", None)),
+            Some(RemoteState::Processing)
+        );
+        assert_eq!(
+            state_of(&video("uploaded", Some("processing"))),
+            Some(RemoteState::Processing)
+        );
+        assert_eq!(
+            state_of(&video("processed", Some("succeeded"))),
+            Some(RemoteState::Published)
+        );
+        assert!(matches!(
+            state_of(&video("uploaded", Some("failed"))),
+            Some(RemoteState::Failed { .. })
+        ));
+        assert!(matches!(
+            state_of(&video("uploaded", Some("terminated"))),
+            Some(RemoteState::Failed { .. })
+        ));
+        let mut v = video("rejected", Some("succeeded"));
+        if let Some(s) = v.status.as_mut() {
+            s.rejection_reason = Some("duplicate".into());
+        }
+        assert_eq!(
+            state_of(&v),
+            Some(RemoteState::Failed {
+                reason: "rejected by YouTube: duplicate".into()
+            })
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Shared set-up for the tests against the mock.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use socialpub_core::auth::{MemoryTokenStore, Token, TokenManager};
+use socialpub_core::http::RetryPolicy;
+use socialpub_core::media::mp4::synthetic_header;
+use socialpub_core::{AccountKey, Media, Platform, Post, PublishContext};
+use socialpub_youtube::mock::YouTubeMock;
+use socialpub_youtube::{
+    CHUNK_GRANULARITY, YouTubeConfigBuilder, YouTubeConnector, YouTubeOptions, YouTubePublisher,
+};
+
+/// The chunk size of the tests: the smallest Google allows.
+pub const CHUNK: usize = CHUNK_GRANULARITY;
+
+pub struct Env {
+    pub mock: Arc<YouTubeMock>,
+    pub publisher: YouTubePublisher,
+    pub connector: Arc<YouTubeConnector>,
+    pub tokens: Arc<TokenManager>,
+    pub store: MemoryTokenStore,
+    pub account: AccountKey,
+    pub access: String,
+    pub refresh: String,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn fast_retries() -> RetryPolicy {
+    RetryPolicy::default().with_delays(Duration::from_millis(1), Duration::from_millis(20))
+}
+
+pub async fn env() -> Env {
+    env_with(|b| b).await
+}
+
+pub async fn env_with(adjust: impl FnOnce(YouTubeConfigBuilder) -> YouTubeConfigBuilder) -> Env {
+    let mock = Arc::new(YouTubeMock::start().await.expect("mock"));
+    let config = adjust(
+        mock.config_builder()
+            .chunk_size(CHUNK)
+            .retry_policy(fast_retries())
+            .lookup_settle(Duration::ZERO),
+    )
+    .build()
+    .expect("config");
+    let connector = Arc::new(YouTubeConnector::new(&config).expect("connector"));
+    let store = MemoryTokenStore::new();
+    let tokens = Arc::new(
+        TokenManager::builder(store.clone())
+            .refresher(connector.clone())
+            .build(),
+    );
+    let account = AccountKey::new("tenant", Platform::YouTube, YouTubeMock::DEFAULT_CHANNEL);
+    let (access, refresh) = mock.issue_token(YouTubeMock::DEFAULT_USER);
+    tokens
+        .connect(
+            &account,
+            &Token::new(access.clone())
+                .with_refresh_token(refresh.clone())
+                .with_expires_at(Utc::now() + chrono::Duration::hours(1)),
+        )
+        .await
+        .expect("store token");
+    Env {
+        mock,
+        publisher: YouTubePublisher::new(config),
+        connector,
+        tokens,
+        store,
+        account,
+        access,
+        refresh,
+        dir: tempfile::tempdir().expect("tmp"),
+    }
+}
+
+impl Env {
+    pub fn ctx(&self) -> PublishContext {
+        PublishContext::new(self.account.clone(), self.tokens.clone())
+    }
+
+    /// Writes an MP4 of `len` bytes with a non-repeating payload; returns it probed, and the
+    /// SHA-256 of the file.
+    pub async fn video(&self, name: &str, len: usize) -> (Media, String) {
+        let path = self.path(name);
+        let header = synthetic_header(Duration::from_secs(20), 1280, 720, 0);
+        let payload = len.saturating_sub(header.len()) as u64;
+        let mut data = synthetic_header(Duration::from_secs(20), 1280, 720, payload);
+        let mut i: u32 = 0;
+        while data.len() < len {
+            i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            data.push((i >> 16) as u8);
+        }
+        data.truncate(len);
+        std::fs::write(&path, &data).expect("write video");
+        let hash = hex(&Sha256::digest(&data));
+        (Media::from_path(&path).await.expect("probe"), hash)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn post(&self, len: usize) -> (Post, String) {
+        let (media, hash) = self.video("v.mp4", len).await;
+        (
+            Post::new("A description")
+                .with_title("A video")
+                .with_media(media),
+            hash,
+        )
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn with_options(post: Post, o: &YouTubeOptions) -> Post {
+    post.with_options(o).expect("options")
+}
