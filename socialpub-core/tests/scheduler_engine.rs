@@ -251,7 +251,10 @@ async fn invalid_posts_fail_without_a_request() {
         deadline: None,
         now: rig.now(),
     });
-    rig.store.insert(std::slice::from_ref(&d), &[]).await.expect("insert");
+    rig.store
+        .insert(std::slice::from_ref(&d), &[])
+        .await
+        .expect("insert");
     let handle = engine.start();
     let failed = rig.wait_state(d.id, DeliveryState::Failed).await;
     assert_eq!(failed.attempt, 0, "no attempt spent on the network");
@@ -792,7 +795,10 @@ async fn scheduled_but_not_started(rig: &Rig, text: &str) -> uuid::Uuid {
         deadline: None,
         now: rig.now(),
     });
-    rig.store.insert(std::slice::from_ref(&d), &[]).await.expect("insert");
+    rig.store
+        .insert(std::slice::from_ref(&d), &[])
+        .await
+        .expect("insert");
     d.id
 }
 
@@ -1006,5 +1012,85 @@ async fn token_expiry_warnings_and_tenant_data_rights() {
         tokens.list(TENANT).await.expect("list").is_empty(),
         "tokens are deleted too"
     );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_quota_paces_publishes_without_spending_attempts() {
+    use socialpub_core::schedule::policy::Quota;
+    let rig = Rig::new();
+    let per_minute = std::num::NonZeroU32::new(1).expect("non-zero");
+    let engine = rig
+        .builder()
+        .app_quota(Platform::X, Quota::per_minute(per_minute))
+        .build();
+    let handle = engine.start();
+    let s = engine
+        .schedule(TENANT, &post("paced", &["1", "2"]), rig.now())
+        .await
+        .expect("schedule");
+    until("one published and one paced", || async {
+        let mut states = Vec::new();
+        for id in &s.deliveries {
+            states.push(rig.get(*id).await.state);
+        }
+        states.contains(&DeliveryState::Published) && states.contains(&DeliveryState::RetryWaiting)
+    })
+    .await;
+    let mut waiting = None;
+    for id in &s.deliveries {
+        let d = rig.get(*id).await;
+        if d.state == DeliveryState::RetryWaiting {
+            waiting = Some(d);
+        }
+    }
+    let waiting = waiting.expect("one waits");
+    assert_eq!(waiting.attempt, 0, "pacing does not use up an attempt");
+    assert_eq!(
+        waiting.run_at,
+        Some(t0() + secs(60)),
+        "the quota's next slot"
+    );
+    assert_eq!(
+        rig.fake.publish_calls().len(),
+        1,
+        "no request over the quota"
+    );
+    rig.clock.advance(secs(60));
+    rig.wait_state(waiting.id, DeliveryState::Published).await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_hangs_before_its_commit_point_is_abandoned_and_retried() {
+    let rig = Rig::new();
+    let gate = FakeGate::new();
+    rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
+    let engine = rig
+        .builder()
+        .publish_timeout(Duration::from_secs(120))
+        .build();
+    let handle = engine.start();
+    let id = engine
+        .schedule(TENANT, &post("hangs", &["1"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    gate.entered().await;
+    // Move time in steps shorter than the lease, so the worker keeps renewing it.
+    for _ in 0..12 {
+        rig.clock.advance(secs(10));
+        settle().await;
+    }
+    let d = rig.wait_state(id, DeliveryState::RetryWaiting).await;
+    assert_eq!(
+        d.last_error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Transient),
+        "abandoned before the commit point: nothing was sent, so it is retried"
+    );
+    assert_eq!(rig.fake.creates(), 0);
+    rig.clock.advance(secs(10));
+    rig.wait_state(id, DeliveryState::Published).await;
+    assert_eq!(rig.fake.creates(), 1);
     handle.shutdown().await;
 }

@@ -40,7 +40,8 @@ use super::delivery::{
     RescheduleOutcome, Transition,
 };
 use super::events::{Event, EventKind};
-use super::policy::{DeliveryPolicy, RetryPolicy};
+use super::pacing::Pacer;
+use super::policy::{DeliveryPolicy, Quota, RetryPolicy};
 use super::store::{DeliveryFilter, ScheduleStore};
 use crate::auth::{AccessTokens, AccountKey, TokenManager};
 use crate::clock::{Clock, SystemClock};
@@ -110,6 +111,8 @@ pub struct EngineBuilder {
     name: String,
     token_warning: Duration,
     event_capacity: usize,
+    app_quotas: HashMap<Platform, Quota>,
+    account_quotas: HashMap<Platform, Quota>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -210,8 +213,24 @@ impl EngineBuilder {
         self
     }
 
+    /// Paces publishes through one application of `platform` (all its accounts together) to
+    /// `quota`, in this engine. A publish over the quota goes back to the queue until the
+    /// quota allows it, without using up an attempt.
+    pub fn app_quota(mut self, platform: Platform, quota: Quota) -> Self {
+        self.app_quotas.insert(platform, quota);
+        self
+    }
+
+    /// Paces publishes to each account of `platform` to `quota`, in this engine (e.g. a
+    /// platform's posts-per-day cap).
+    pub fn account_quota(mut self, platform: Platform, quota: Quota) -> Self {
+        self.account_quotas.insert(platform, quota);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
+        let pacer = Pacer::new(&self.clock, &self.app_quotas, &self.account_quotas);
         let (events, _) = broadcast::channel(self.event_capacity.max(16));
         let store_wake = self.store.wakeups();
         Engine {
@@ -237,6 +256,7 @@ impl EngineBuilder {
                 accounts: Mutex::new(HashMap::new()),
                 paused: Mutex::new(HashMap::new()),
                 warned: Mutex::new(HashMap::new()),
+                pacer,
                 stopping: AtomicBool::new(false),
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -270,6 +290,7 @@ struct Shared {
     paused: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
     /// When each account was last warned about an expiring token.
     warned: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
+    pacer: Pacer,
     stopping: AtomicBool,
     inflight: AtomicUsize,
     idle: Notify,
@@ -386,6 +407,8 @@ impl Engine {
             name: format!("engine-{}", &Uuid::new_v4().simple().to_string()[..8]),
             token_warning: Duration::from_secs(7 * 24 * 3600),
             event_capacity: 1024,
+            app_quotas: HashMap::new(),
+            account_quotas: HashMap::new(),
         }
     }
 
@@ -939,6 +962,17 @@ impl Shared {
             );
             return self.snooze(&d, until + std_to_chrono(wait), e, false).await;
         }
+        if let Some(at) = self.pacer.check(&key, self.clock.now()) {
+            let e = DeliveryError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "paced by the configured quota for {}: next slot at {}",
+                    key.platform,
+                    at.to_rfc3339()
+                ),
+            );
+            return self.snooze(&d, at, e, false).await;
+        }
 
         let Some(d) = self
             .write(Transition::new(
@@ -955,7 +989,9 @@ impl Shared {
         let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
         let journal = self.journal(&d, fence, lost);
         let mut ctx = self.context(&d, journal.clone());
-        let result = self.publish_with_refresh(&*publisher, &mut ctx, &d).await;
+        let result = self
+            .publish_with_refresh(&*publisher, &mut ctx, &d, &journal)
+            .await;
         if lost.load(Ordering::SeqCst) {
             tracing::info!(delivery = %d.id, "lease lost during the publish; leaving the delivery to its new owner");
             return Ok(());
@@ -979,10 +1015,11 @@ impl Shared {
         publisher: &dyn Publisher,
         ctx: &mut PublishContext,
         d: &Delivery,
+        journal: &StoreJournal,
     ) -> Result<Receipt> {
         let key = d.account();
         let before: Option<SecretString> = self.tokens.access_token(&key).await.ok();
-        let first = self.timed_publish(publisher, ctx, &d.post).await;
+        let first = self.timed_publish(publisher, ctx, &d.post, journal).await;
         match first {
             Err(e) if e.kind() == ErrorKind::Unauthorized => {
                 let Some(before) = before else {
@@ -990,7 +1027,7 @@ impl Shared {
                 };
                 tracing::info!(account = %key, "publish unauthorized; refreshing the token once");
                 self.tokens.refresh_after_rejection(&key, &before).await?;
-                self.timed_publish(publisher, ctx, &d.post).await
+                self.timed_publish(publisher, ctx, &d.post, journal).await
             }
             other => other,
         }
@@ -1001,15 +1038,25 @@ impl Shared {
         publisher: &dyn Publisher,
         ctx: &mut PublishContext,
         post: &Post,
+        journal: &StoreJournal,
     ) -> Result<Receipt> {
         let deadline = self.clock.now() + std_to_chrono(self.publish_timeout);
         let sleep = self.clock.sleep_until(deadline);
         tokio::select! {
             r = publisher.publish(ctx, post) => r,
-            _ = sleep => Err(Error::new(
-                ErrorKind::Unconfirmed,
-                format!("the publish did not finish within {:?}", self.publish_timeout),
-            )),
+            _ = sleep => {
+                // Abandoned before its commit point, nothing was sent; after it, the create
+                // may be out.
+                let kind = if journal.committed.load(Ordering::SeqCst) {
+                    ErrorKind::Unconfirmed
+                } else {
+                    ErrorKind::Transient
+                };
+                Err(Error::new(
+                    kind,
+                    format!("the publish did not finish within {:?}", self.publish_timeout),
+                ))
+            }
         }
     }
 

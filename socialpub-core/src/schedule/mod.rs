@@ -50,6 +50,7 @@ mod delivery;
 pub mod engine;
 mod events;
 mod memory;
+mod pacing;
 pub mod policy;
 mod store;
 

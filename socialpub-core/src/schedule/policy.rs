@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// A GCRA quota (from the `governor` crate), for [`crate::schedule::EngineBuilder::app_quota`]
+/// and [`crate::schedule::EngineBuilder::account_quota`].
+pub use governor::Quota;
+
 /// What to do with an `unconfirmed` delivery (the create request may have gone out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
