@@ -1,5 +1,8 @@
 //! The guides in `docs/`, included here so that `cargo test` compiles and runs their code.
 
+#[doc = include_str!("../../README.md")]
+pub mod readme {}
+
 #[doc = include_str!("../../docs/getting-started.md")]
 pub mod getting_started {}
 

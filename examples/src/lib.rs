@@ -2,8 +2,27 @@
 //! `demo`. Read it as an example of embedding socialpub in a service: the binary (`main.rs`)
 //! parses the command line; the modules here do the work.
 //!
-//! The [`docs`] module holds the project's guides, so that every code block in them is
-//! compiled and run by `cargo test`.
+//! | module | holds |
+//! | --- | --- |
+//! | [`config`] | the configuration: a TOML file and `SOCIALPUB_*` environment variables |
+//! | [`app`] | the store chosen by URL, encrypted tokens, publishers and the scheduling engine |
+//! | [`platforms`] | each adapter's configuration, publisher, refresher and OAuth connector |
+//! | [`connect`] | `connect`: OAuth through a callback server on 127.0.0.1 |
+//! | [`commands`] | `accounts`, `post`, `schedule`, `run`, `status`, `cancel`, `disconnect`, `purge`, `export` |
+//! | [`demo`] | `demo`: the whole flow against the adapters' mocks |
+//! | [`samples`] | sample media for the demo: PNG images and large MP4 files |
+//!
+//! The [`docs`] module holds the project's guides, so that `cargo test` compiles and runs
+//! every code block in them.
 
+// A command-line app talks to its user on standard output.
+#![allow(clippy::print_stdout)]
+
+pub mod app;
+pub mod commands;
 pub mod config;
+pub mod connect;
+pub mod demo;
 pub mod docs;
+pub mod platforms;
+pub mod samples;

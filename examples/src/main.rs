@@ -7,8 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use socialpub_core::Platform;
+use socialpub_core::schedule::DeliveryState;
+use socialpub_core::{Platform, Result};
+use socialpub_examples::app::App;
+use socialpub_examples::commands::{self, PostArgs};
 use socialpub_examples::config::Config;
+use socialpub_examples::connect;
+use socialpub_examples::demo::{self, DemoArgs};
+use socialpub_examples::platforms::Platforms;
+use uuid::Uuid;
 
 /// A small scheduler for social posts, built on the socialpub crates.
 #[derive(Debug, Parser)]
@@ -23,15 +30,82 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole flow against in-process mocks: no account, no network.
+    Demo(DemoArgs),
     /// Check the configuration: store URL, encryption key, platform credentials.
     Check,
+    /// Connect an account by OAuth through a callback server on 127.0.0.1.
+    Connect {
+        /// `x` or `youtube`.
+        platform: Platform,
+        /// Print the URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// List the connected accounts.
+    Accounts,
+    /// Publish now, and wait for the outcome.
+    Post(PostArgs),
+    /// Schedule a post for later (`run` publishes it).
+    Schedule {
+        /// When: RFC 3339 (2026-12-01T09:00:00Z) or from now (+10m, +2h).
+        #[arg(long)]
+        at: String,
+        #[command(flatten)]
+        post: PostArgs,
+    },
+    /// Run the workers until Ctrl-C.
+    Run,
+    /// Show deliveries, or one delivery with its history.
+    Status {
+        /// A delivery id.
+        id: Option<Uuid>,
+        /// Only deliveries in this state (repeatable): scheduled, published, failed, …
+        #[arg(long)]
+        state: Vec<DeliveryState>,
+    },
+    /// Cancel a scheduled delivery.
+    Cancel {
+        /// The delivery id.
+        id: Uuid,
+    },
+    /// Revoke an account's token at the platform and delete it here.
+    Disconnect {
+        /// `x` or `youtube`.
+        platform: Platform,
+        /// The account id (see `accounts`).
+        account: String,
+    },
+    /// Delete finished deliveries and events older than a retention period.
+    Purge {
+        /// The retention: 90d, 12h, …
+        #[arg(long, default_value = "90d")]
+        older_than: String,
+    },
+    /// Print everything kept about a tenant as JSON (tokens excluded).
+    Export {
+        /// The tenant (default: the configured one).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             tracing::debug!(error = ?e, "command failed");
             eprintln!("error: {e}");
@@ -40,11 +114,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (default: warnings, and the app's own info).
+/// Logs to standard error, filtered by `RUST_LOG` (default: warnings only).
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,socialpub=info,socialpub_examples=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -52,14 +125,71 @@ fn init_logging() {
         .init();
 }
 
-fn run(cli: Cli) -> socialpub_core::Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
-        Command::Check => check(&config),
+/// Runs a command; `Ok(false)` when it ran but did not succeed (exit status 1).
+async fn run(cli: Cli) -> Result<bool> {
+    if let Command::Demo(args) = &cli.command {
+        return demo::run(args).await;
     }
+    let config = Config::load(cli.config.as_deref())?;
+    if let Command::Check = cli.command {
+        return check(&config).map(|()| true);
+    }
+    let http = socialpub_core::http::default_client(std::time::Duration::from_secs(120))?;
+    let platforms = Platforms::from_config(&config, http)?;
+    let app = App::open(&config, platforms).await?;
+    let ok = match cli.command {
+        Command::Demo(_) | Command::Check => true,
+        Command::Connect {
+            platform,
+            no_browser,
+        } => {
+            config.credentials(platform)?;
+            let listener = connect::bind(config.callback_port).await?;
+            let connected = connect::connect(&app, platform, listener, |url| {
+                if no_browser {
+                    println!("Open this URL to connect the account:\n\n  {url}\n");
+                } else {
+                    connect::open_in_browser(url);
+                }
+            })
+            .await?;
+            println!(
+                "connected {} {} ({}); its token is stored encrypted",
+                connected.key.platform, connected.key.account_id, connected.name
+            );
+            true
+        }
+        Command::Accounts => commands::accounts(&app).await.map(|()| true)?,
+        Command::Post(args) => {
+            let post = args.to_post(&app).await?;
+            commands::post_now(&app, &post).await?
+        }
+        Command::Schedule { at, post } => {
+            let at = commands::parse_time(&at, chrono::Utc::now())?;
+            let post = post.to_post(&app).await?;
+            commands::schedule(&app, &post, at).await?;
+            true
+        }
+        Command::Run => commands::run(&app).await.map(|()| true)?,
+        Command::Status { id, state } => commands::status(&app, id, &state).await.map(|()| true)?,
+        Command::Cancel { id } => commands::cancel(&app, id).await?,
+        Command::Disconnect { platform, account } => commands::disconnect(&app, platform, &account)
+            .await
+            .map(|()| true)?,
+        Command::Purge { older_than } => {
+            let retention = commands::parse_duration(&older_than)?;
+            commands::purge(&app, retention).await.map(|()| true)?
+        }
+        Command::Export { tenant } => {
+            let tenant = tenant.unwrap_or_else(|| app.tenant.clone());
+            commands::export(&app, &tenant).await.map(|()| true)?
+        }
+    };
+    app.store.close().await;
+    Ok(ok)
 }
 
-fn check(config: &Config) -> socialpub_core::Result<ExitCode> {
+fn check(config: &Config) -> Result<()> {
     println!("tenant:   {}", config.tenant);
     println!("store:    {}", config.store);
     println!("callback: {}", config.redirect_uri()?);
@@ -80,5 +210,5 @@ fn check(config: &Config) -> socialpub_core::Result<ExitCode> {
             Err(_) => println!("{:<9} no credentials", platform.as_str()),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

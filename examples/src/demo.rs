@@ -1,0 +1,671 @@
+//! `socialpub demo`: the whole flow with no account and no network. It starts every adapter's
+//! mock in process, connects one account per platform through the real OAuth code path,
+//! schedules a realistic set of posts a few seconds ahead, runs the workers with progress bars
+//! and live events, prints the status table, and checks against the mocks that every valid
+//! post was published exactly once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use socialpub_core::auth::AccountKey;
+use socialpub_core::post::PostPart;
+use socialpub_core::publish::{LookupOutcome, Progress, PublishContext, Receipt};
+use socialpub_core::schedule::policy::RetryPolicy;
+use socialpub_core::schedule::{Delivery, DeliveryState, Scheduler};
+use socialpub_core::validate::ValidationReport;
+use socialpub_core::{
+    Capabilities, Error, ErrorKind, Media, Platform, Post, Publisher, Result, Target,
+};
+use socialpub_x::mock::XMock;
+use socialpub_youtube::mock::YouTubeMock;
+use socialpub_youtube::{Privacy, YouTubeOptions};
+use url::Url;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::commands::{describe_event, print_table, settled, status_row};
+use crate::config::Config;
+use crate::platforms::{Endpoints, Platforms, credentials};
+use crate::samples;
+
+/// Options of `socialpub demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// The store to use (default: a new SQLite file in a temporary directory).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Size of the generated video, in MiB.
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    pub video_mib: u64,
+    /// Seconds from now the posts are scheduled for.
+    #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+    pub lead: u64,
+}
+
+/// What the demo schedules: a label and a post, or the reason it was refused up front.
+struct Planned {
+    label: &'static str,
+    post: Post,
+    at: DateTime<Utc>,
+}
+
+/// Runs the demo; `Ok(true)` when every valid post was published exactly once.
+pub async fn run(args: &DemoArgs) -> Result<bool> {
+    let started = Instant::now();
+    let out = Output::new();
+    let dir = tempfile::tempdir()
+        .map_err(|e| Error::internal(format!("cannot make a temporary directory: {e}")))?;
+
+    // 1. The platforms: every adapter's mock, in this process.
+    let x_mock = XMock::builder().check_after_secs(1).start().await;
+    let yt_mock = YouTubeMock::start().await?;
+    out.line(format!(
+        "▸ mocks: X at {}, YouTube at {}",
+        x_mock.base_url(),
+        yt_mock.base_url()
+    ));
+
+    // 2. The app, configured as a user would, but pointed at the mocks.
+    let key = socialpub_core::auth::EncryptionKey::generate();
+    let store_url = match &args.store {
+        Some(s) => s.clone(),
+        None => format!(
+            "sqlite://{}",
+            dir.path().join("socialpub-demo.db").display()
+        ),
+    };
+    let key_b64 = key.to_base64();
+    let config = Config::from_toml("", |name| match name {
+        "SOCIALPUB_TENANT" => Some("demo".to_owned()),
+        "SOCIALPUB_STORE_URL" => Some(store_url.clone()),
+        "SOCIALPUB_ENCRYPTION_KEY" => Some(key_b64.as_str().to_owned()),
+        _ => None,
+    })?;
+    out.line(format!("▸ store: {}", config.store));
+    let http = socialpub_core::http::default_client(Duration::from_secs(60))?;
+    let x_base = base(&x_mock.base_url());
+    let yt_base = base(&yt_mock.base_url());
+    let platforms = Platforms::from_config(&config, http.clone())?
+        .with_platform(
+            Platform::X,
+            credentials(
+                socialpub_x::mock::CLIENT_ID,
+                Some(socialpub_x::mock::CLIENT_SECRET),
+            ),
+            Endpoints {
+                api_base: x_base.clone(),
+                authorize_url: format!("{x_base}/i/oauth2/authorize"),
+                token_url: format!("{x_base}/2/oauth2/token"),
+                revoke_url: format!("{x_base}/2/oauth2/revoke"),
+            },
+        )
+        .with_platform(
+            Platform::YouTube,
+            credentials(YouTubeMock::CLIENT_ID, Some(YouTubeMock::CLIENT_SECRET)),
+            Endpoints {
+                api_base: yt_base.clone(),
+                authorize_url: format!("{yt_base}/o/oauth2/v2/auth"),
+                token_url: format!("{yt_base}/token"),
+                revoke_url: format!("{yt_base}/revoke"),
+            },
+        );
+    let bars = Bars::new(out.multi.clone());
+    let wrapped: Vec<Arc<dyn Publisher>> = platforms
+        .publishers()?
+        .into_iter()
+        .map(|p| Arc::new(WithProgress::new(p, bars.clone())) as Arc<dyn Publisher>)
+        .collect();
+    let app = App::open_with(&config, platforms, |mut b| {
+        // Demo pacing: retries, status polls and reconciliation in seconds, not minutes.
+        let mut retry = RetryPolicy::default();
+        retry.base = Duration::from_millis(500);
+        retry.cap = Duration::from_secs(2);
+        retry.poll_base = Duration::from_millis(300);
+        retry.poll_cap = Duration::from_secs(1);
+        retry.lookup_base = Duration::from_millis(500);
+        retry.lookup_window = Duration::from_secs(20);
+        for p in wrapped {
+            b = b.publisher(p);
+        }
+        b.workers(2).retry(retry)
+    })
+    .await?;
+
+    // 3. Connect one account per platform through the real OAuth code path: authorization URL
+    //    with PKCE and state, the consent page (the mock approves as its user), the redirect
+    //    back with a code, the exchange, account discovery, and the token sealed in the store.
+    let x_account =
+        connect_through_mock(&app, &out, Platform::X, socialpub_x::mock::REDIRECT_URI).await?;
+    let yt_account =
+        connect_through_mock(&app, &out, Platform::YouTube, YouTubeMock::REDIRECT_URI).await?;
+
+    // 4. Media, made on the fly.
+    let media = make_media(dir.path(), args.video_mib).await?;
+    out.line(format!(
+        "▸ media: 2 PNG images with alt text, a {} MiB MP4 ({})",
+        args.video_mib,
+        media.video.display()
+    ));
+
+    // 5. The posts.
+    let now = Utc::now();
+    let lead = chrono::Duration::seconds(i64::try_from(args.lead).unwrap_or(3));
+    let x = |p: Post| p.with_target(Target::new(Platform::X, x_account.account_id.clone()));
+    let mut video = Post::new(format!(
+        "A {} MiB video, streamed in chunks to X and YouTube from one scheduled post",
+        args.video_mib
+    ))
+    .with_title("socialpub demo: one post, two platforms")
+    .with_media(Media::from_path(&media.video).await?);
+    video.set_options(&YouTubeOptions::new().privacy(Privacy::Unlisted))?;
+    let plan = vec![
+        // Due first, so its create is the first one X sees: the mock answers 503 to it.
+        Planned {
+            label: "retry after a 503",
+            post: x(Post::new(
+                "This post meets a 503 on its first try; socialpub checks before posting again.",
+            )),
+            at: now + lead - chrono::Duration::seconds(1),
+        },
+        Planned {
+            label: "text",
+            post: x(Post::new(
+                "Hello from the socialpub demo 👋 Scheduled, then published by a worker.",
+            )),
+            at: now + lead,
+        },
+        Planned {
+            label: "thread",
+            post: x(Post::new("A thread, scheduled as one post 🧵 1/3")
+                .with_thread_part(PostPart {
+                    text: "Each part replies to the one before it. 2/3".into(),
+                    media: vec![],
+                })
+                .with_thread_part(PostPart {
+                    text: "A retry resumes the thread instead of starting over. 3/3".into(),
+                    media: vec![],
+                })),
+            at: now + lead,
+        },
+        Planned {
+            label: "images with alt text",
+            post: x(
+                Post::new("Two images, each with alt text for screen readers.")
+                    .with_media(
+                        Media::from_path(&media.images[0])
+                            .await?
+                            .with_alt_text("A gradient from teal to navy"),
+                    )
+                    .with_media(
+                        Media::from_path(&media.images[1])
+                            .await?
+                            .with_alt_text("A gradient from orange to crimson"),
+                    ),
+            ),
+            at: now + lead,
+        },
+        Planned {
+            label: "video",
+            post: video
+                .with_target(Target::new(Platform::X, x_account.account_id.clone()))
+                .with_target(Target::new(
+                    Platform::YouTube,
+                    yt_account.account_id.clone(),
+                )),
+            at: now + lead,
+        },
+        Planned {
+            label: "invalid: too long for X",
+            post: x(Post::new(format!(
+                "This post is far too long for X, and socialpub says so before sending anything. {}",
+                "Every word counts. ".repeat(14)
+            ))),
+            at: now + lead,
+        },
+    ];
+
+    x_mock.faults().fail_next("tweets.create", 1, 503);
+    let mut events = app.engine.subscribe();
+    let mut scheduled: Vec<(&'static str, Uuid)> = Vec::new();
+    let mut rejected: Vec<(&'static str, Target, Error)> = Vec::new();
+    for p in &plan {
+        match app.engine.schedule(&app.tenant, &p.post, p.at).await {
+            Ok(s) => {
+                for id in s.deliveries {
+                    scheduled.push((p.label, id));
+                }
+                out.line(format!(
+                    "▸ scheduled {:<22} for {}",
+                    p.label,
+                    p.at.format("%H:%M:%S")
+                ));
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::Validation | ErrorKind::InvalidInput) => {
+                out.line(format!("▸ rejected  {:<22} {e}", p.label));
+                for t in &p.post.targets {
+                    rejected.push((p.label, t.clone(), e.clone_for_report()));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 6. The workers, with live events, until every delivery has settled.
+    let labels: HashMap<Uuid, &'static str> = scheduled.iter().map(|(l, id)| (*id, *l)).collect();
+    let printer = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = events.recv().await {
+                let label = e
+                    .delivery_id
+                    .and_then(|id| labels.get(&id))
+                    .copied()
+                    .unwrap_or("");
+                out.line(format!("  {label:<22} {}", describe_event(&e)));
+            }
+        })
+    };
+    let workers = app.engine.start();
+    let ids: Vec<Uuid> = scheduled.iter().map(|(_, id)| *id).collect();
+    let deliveries = crate::commands::wait_settled(&app, &ids, Duration::from_secs(120)).await;
+    workers.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    printer.abort();
+    bars.clear();
+    let deliveries = deliveries?;
+
+    // 7. The status table.
+    let mut rows = vec![
+        [
+            "post",
+            "platform",
+            "account",
+            "state",
+            "remote id or URL",
+            "attempts",
+            "error",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (label, id) in &scheduled {
+        if let Some(d) = deliveries.iter().find(|d| d.id == *id) {
+            let r = status_row(d);
+            rows.push(vec![
+                (*label).to_owned(),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                r[4].clone(),
+                r[5].clone(),
+                r[6].clone(),
+            ]);
+        }
+    }
+    for (label, t, e) in &rejected {
+        rows.push(vec![
+            (*label).to_owned(),
+            t.platform.to_string(),
+            t.account_id.clone(),
+            "rejected".to_owned(),
+            String::new(),
+            "0".to_owned(),
+            reason(e),
+        ]);
+    }
+    println!();
+    print_table(&rows);
+    println!();
+
+    // 8. Check against the mocks' own state: each valid post published exactly once.
+    let problems = verify(&deliveries, &x_mock, &yt_mock, &rejected);
+    let elapsed = started.elapsed();
+    app.store.close().await;
+    if problems.is_empty() {
+        println!(
+            "✔ {} deliveries published exactly once (checked against the mocks), {} post rejected up front; {:.1} s",
+            deliveries.len(),
+            rejected.len(),
+            elapsed.as_secs_f64()
+        );
+        Ok(true)
+    } else {
+        for p in &problems {
+            println!("✘ {p}");
+        }
+        println!("{:.1} s", elapsed.as_secs_f64());
+        Ok(false)
+    }
+}
+
+fn base(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+/// The validation issues of a refused post, on one line.
+fn reason(e: &Error) -> String {
+    match e.validation_report() {
+        Some(report) => report
+            .issues()
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => e.message().to_owned(),
+    }
+}
+
+trait CloneForReport {
+    fn clone_for_report(&self) -> Error;
+}
+
+impl CloneForReport for Error {
+    /// `Error` is not `Clone` (it may hold a source); the report needs its kind, message and
+    /// validation issues.
+    fn clone_for_report(&self) -> Error {
+        match self.validation_report() {
+            Some(r) => Error::validation(r.clone()),
+            None => Error::new(self.kind(), self.message()),
+        }
+    }
+}
+
+/// Connects the mock's user: the authorization URL is opened by an HTTP client standing in for
+/// the browser; the mock's consent page approves and redirects to `redirect_uri` with a code
+/// and the state, which complete the connection exactly as the callback server would.
+async fn connect_through_mock(
+    app: &App,
+    out: &Output,
+    platform: Platform,
+    redirect_uri: &str,
+) -> Result<AccountKey> {
+    let redirect = Url::parse(redirect_uri)
+        .map_err(|e| Error::internal(format!("bad mock redirect URI: {e}")))?;
+    let connector = app.platforms.connector(platform, &redirect)?;
+    let request = connector.authorize(&app.tenant).await?;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Error::internal(format!("cannot build the browser stand-in: {e}")))?;
+    let consent =
+        browser.get(request.url.clone()).send().await.map_err(|e| {
+            Error::internal(format!("the {platform} mock's consent page failed: {e}"))
+        })?;
+    let location = consent
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "the {platform} mock did not redirect back (HTTP {})",
+                consent.status()
+            ))
+        })?;
+    let back = Url::parse(location)
+        .map_err(|e| Error::internal(format!("bad redirect from the mock: {e}")))?;
+    let param = |name: &str| {
+        back.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let (Some(code), Some(state)) = (param("code"), param("state")) else {
+        return Err(Error::internal(format!(
+            "the {platform} mock redirected without a code"
+        )));
+    };
+    let connected = connector.complete(&code, &state).await?;
+    app.tokens.connect(&connected.key, &connected.token).await?;
+    out.line(format!(
+        "▸ connected {platform} account {} ({}) by OAuth; token sealed in the store",
+        connected.key.account_id, connected.name
+    ));
+    Ok(connected.key)
+}
+
+struct DemoMedia {
+    images: [PathBuf; 2],
+    video: PathBuf,
+}
+
+async fn make_media(dir: &Path, video_mib: u64) -> Result<DemoMedia> {
+    let images = [dir.join("teal.png"), dir.join("orange.png")];
+    let colors = [
+        ([0, 128, 128], [10, 20, 80]),
+        ([255, 140, 0], [160, 10, 40]),
+    ];
+    for (path, (from, to)) in images.iter().zip(colors) {
+        tokio::fs::write(path, samples::png(640, 360, from, to))
+            .await
+            .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let video = dir.join("demo-video.mp4");
+    samples::write_video(
+        &video,
+        video_mib.max(1) * 1024 * 1024,
+        Duration::from_secs(42),
+        1280,
+        720,
+    )?;
+    Ok(DemoMedia { images, video })
+}
+
+/// Checks the mocks' state against the deliveries: every valid delivery published, with
+/// exactly one post (per thread part) or video on the platform, and nothing else there.
+fn verify(
+    deliveries: &[Delivery],
+    x: &XMock,
+    yt: &YouTubeMock,
+    rejected: &[(&'static str, Target, Error)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let x_posts = x.posts();
+    let videos: Vec<_> = yt.videos().into_iter().filter(|v| !v.deleted).collect();
+    let mut expected_x_posts = 0;
+    let mut expected_videos = 0;
+    for d in deliveries {
+        let who = format!("{}/{}", d.target.platform, d.id);
+        if d.state != DeliveryState::Published {
+            problems.push(format!("{who} is {}, not published", d.state));
+            continue;
+        }
+        let Some(receipt) = &d.receipt else {
+            problems.push(format!("{who} is published without a receipt"));
+            continue;
+        };
+        match d.target.platform {
+            Platform::X => {
+                let parts: Vec<String> = d.post.parts().map(|(t, _)| t.to_owned()).collect();
+                expected_x_posts += parts.len();
+                for (i, text) in parts.iter().enumerate() {
+                    let same: Vec<_> = x_posts.iter().filter(|p| &p.text == text).collect();
+                    if same.len() != 1 {
+                        problems.push(format!(
+                            "{who}: part {} is on X {} times",
+                            i + 1,
+                            same.len()
+                        ));
+                    } else if receipt.parts.get(i).map(|p| &p.id) != Some(&same[0].id) {
+                        problems.push(format!("{who}: part {} has another id on X", i + 1));
+                    }
+                }
+            }
+            Platform::YouTube => {
+                expected_videos += 1;
+                if !videos.iter().any(|v| v.id == receipt.remote_id) {
+                    problems.push(format!(
+                        "{who}: video {} is not on YouTube",
+                        receipt.remote_id
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if x_posts.len() != expected_x_posts {
+        problems.push(format!(
+            "X holds {} posts, {} expected",
+            x_posts.len(),
+            expected_x_posts
+        ));
+    }
+    if videos.len() != expected_videos {
+        problems.push(format!(
+            "YouTube holds {} videos, {} expected",
+            videos.len(),
+            expected_videos
+        ));
+    }
+    if rejected.is_empty() {
+        problems.push("the invalid post was not rejected".to_owned());
+    }
+    if deliveries.iter().any(|d| !settled(d)) {
+        problems.push("some deliveries did not settle in time".to_owned());
+    }
+    problems
+}
+
+/// Lines to standard output that do not tear the progress bars.
+#[derive(Clone)]
+struct Output {
+    multi: MultiProgress,
+}
+
+impl Output {
+    fn new() -> Self {
+        Output {
+            multi: MultiProgress::new(),
+        }
+    }
+
+    fn line(&self, line: String) {
+        if self.multi.is_hidden() {
+            println!("{line}");
+        } else {
+            let _ = self.multi.println(line);
+        }
+    }
+}
+
+/// One progress bar per media upload in flight.
+#[derive(Clone)]
+struct Bars {
+    multi: MultiProgress,
+    bars: Arc<Mutex<HashMap<String, ProgressBar>>>,
+}
+
+impl std::fmt::Debug for Bars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bars")
+    }
+}
+
+impl Bars {
+    fn new(multi: MultiProgress) -> Self {
+        Bars {
+            multi,
+            bars: Arc::default(),
+        }
+    }
+
+    fn update(&self, id: String, label: &str, p: Progress) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        let bar = bars.entry(id).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new(p.total_bytes));
+            if let Ok(style) = ProgressStyle::with_template(
+                "  {msg:<34} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(label.to_owned());
+            bar
+        });
+        bar.set_position(p.bytes_sent);
+        if p.bytes_sent >= p.total_bytes {
+            bar.finish();
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                b.finish();
+            }
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+/// A publisher that shows its uploads as progress bars, around any other: an example of
+/// decorating a [`Publisher`] without touching the adapter.
+#[derive(Debug)]
+struct WithProgress {
+    inner: Arc<dyn Publisher>,
+    bars: Bars,
+}
+
+impl WithProgress {
+    fn new(inner: Arc<dyn Publisher>, bars: Bars) -> Self {
+        WithProgress { inner, bars }
+    }
+}
+
+#[async_trait]
+impl Publisher for WithProgress {
+    fn platform(&self) -> Platform {
+        self.inner.platform()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn validate(&self, post: &Post) -> ValidationReport {
+        self.inner.validate(post)
+    }
+
+    async fn publish(&self, ctx: &mut PublishContext, post: &Post) -> Result<Receipt> {
+        let bars = self.bars.clone();
+        let platform = self.inner.platform();
+        let what: String = post
+            .title
+            .clone()
+            .unwrap_or_else(|| post.text.clone())
+            .chars()
+            .take(22)
+            .collect();
+        let attempt = ctx.attempt();
+        let sink = move |_key: &AccountKey, p: Progress| {
+            let label = format!("{platform} {what}… #{}", p.media_index + 1);
+            let id = format!("{platform}/{what}/{attempt}/{}/{}", p.part, p.media_index);
+            bars.update(id, &label, p);
+        };
+        let with_sink = ctx.clone().with_progress(Arc::new(sink));
+        *ctx = with_sink;
+        self.inner.publish(ctx, post).await
+    }
+
+    async fn status(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<Receipt> {
+        self.inner.status(ctx, receipt).await
+    }
+
+    async fn lookup_recent(
+        &self,
+        ctx: &PublishContext,
+        post: &Post,
+        since: DateTime<Utc>,
+    ) -> Result<LookupOutcome> {
+        self.inner.lookup_recent(ctx, post, since).await
+    }
+
+    async fn delete(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<()> {
+        self.inner.delete(ctx, receipt).await
+    }
+}
