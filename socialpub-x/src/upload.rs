@@ -148,10 +148,8 @@ pub(crate) async fn upload(
 
     let deadline = tokio::time::Instant::now() + config.processing_timeout;
     let status_url = config.api("/2/media/upload")?;
-    loop {
-        let Some(processing) = &info.processing_info else {
-            break; // no processing: ready (images)
-        };
+    // No processing info means ready (images).
+    while let Some(processing) = &info.processing_info {
         match processing.state.as_str() {
             "succeeded" => break,
             "failed" => {

@@ -124,8 +124,7 @@ async fn four_images_with_alt_text_and_progress() {
     assert_eq!(seen.len(), 12, "one progress event per segment");
     let last = seen
         .iter()
-        .filter(|p| p.media_index == 3)
-        .last()
+        .rfind(|p| p.media_index == 3)
         .expect("last");
     assert_eq!(last.bytes_sent, last.total_bytes);
 }
