@@ -196,11 +196,27 @@ fn is_domain_char(c: char) -> bool {
     c.is_alphanumeric() || c == '-' || c == '_'
 }
 
-/// Characters a link may not directly follow (twitter-text's `validUrlPrecedingChars`).
+/// Characters a link may not directly follow (twitter-text's `validUrlPrecedingChars`): ASCII
+/// letters and digits, the mention, cashtag and hashtag signs, and invalid characters.
+/// Directional marks and other scripts may precede a link.
 fn blocks_url_after(c: char) -> bool {
-    c.is_alphanumeric()
+    c.is_ascii_alphanumeric()
         || matches!(c, '@' | '＠' | '$' | '#' | '＃')
-        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || INVALID_CHARS.contains(&c)
+}
+
+/// Whether every DNS label of `domain` fits in 63 bytes once IDNA-encoded (`xn--…`), as a
+/// link's host must.
+fn labels_fit(domain: &str) -> bool {
+    let ascii = if domain.is_ascii() {
+        domain.to_owned()
+    } else {
+        match url::Host::parse(domain) {
+            Ok(url::Host::Domain(d)) => d,
+            _ => return false,
+        }
+    };
+    ascii.split('.').all(|l| !l.is_empty() && l.len() <= 63)
 }
 
 fn path_char(c: char) -> bool {
@@ -307,11 +323,11 @@ fn url_at(chars: &[(usize, char)], i: usize) -> Option<usize> {
     {
         return None;
     }
-    if scheme.is_none()
-        && chars[domain_start..domain_end]
-            .iter()
-            .any(|(_, c)| !c.is_ascii())
-    {
+    let domain: String = chars[domain_start..domain_end]
+        .iter()
+        .map(|(_, c)| c)
+        .collect();
+    if (scheme.is_none() && !domain.is_ascii()) || !labels_fit(&domain) {
         return None;
     }
     let mut end = domain_end;
@@ -470,6 +486,80 @@ mod tests {
         // With a scheme, Unicode domains are links too.
         assert_eq!(urls("https://例え.jp"), vec!["https://例え.jp"]);
         assert!(urls("例え.jp/x").is_empty());
+    }
+
+    /// Cases of twitter-text's conformance suite (`validate.yml`, the v3 sections
+    /// `WeightedTweetsWithDiscountedEmojiCounterTest` and `UnicodeDirectionalMarkerCounterTest`).
+    #[test]
+    fn twitter_text_v3_conformance() {
+        let x10 = "xxxxxxxxxx-";
+        let cases: Vec<(String, usize, bool)> = vec![
+            ("Hi http://test.co".into(), 26, true),
+            ("http://test.co".into(), 23, true),
+            (format!("285 chars-{}", x10.repeat(25)), 285, false),
+            (
+                format!("285 chars- http://www.twitter.com/jack {}", x10.repeat(24)),
+                299,
+                false,
+            ),
+            (
+                format!("{} http://www.twitter.com/jack ", x10.repeat(24)),
+                289,
+                false,
+            ),
+            ("https://www.twitter.com/aloha ".repeat(10), 240, true),
+            (
+                format!("282 chars-{}xxxxxA\u{301}x", x10.repeat(24)),
+                281,
+                false,
+            ),
+            (
+                "H\u{1F431}\u{263A}\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}\u{200D}\u{1F466}"
+                    .into(),
+                7,
+                true,
+            ),
+            ("😷👾😡🔥💩".into(), 10, true),
+            ("\u{1F64B}\u{1F3FD}\u{1F468}\u{200D}\u{1F3A4}".into(), 4, true),
+            ("😷".repeat(160), 320, false),
+            ("👨\u{200D}👩\u{200D}👧\u{200D}👦".repeat(140), 280, true),
+            (
+                "Unicode 10.0 emoji: 🤪; 🧕; 🧕🏾; 🏴\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}"
+                    .into(),
+                34,
+                true,
+            ),
+            ("Unicode 9.0 emoji: 🤠; 💃; 💃🏾".into(), 29, true),
+            (format!("{}s.com", "randomurl".repeat(7)), 68, true),
+            (
+                format!("{} http://{}あいう.com", "あいうえおかきくけこ".repeat(12), "あいうえおかきくけこ".repeat(5)),
+                358,
+                false,
+            ),
+            (
+                format!("{} http://{}あい.com", "あいうえおかきくけこ".repeat(12), "あいうえおかきくけこ".repeat(5)),
+                264,
+                true,
+            ),
+            ("ABC\u{202A}\u{FFFF}ABC\u{FFFE}".into(), 12, false),
+            (
+                "\u{2066}\u{202A}http://foobar.\u{67E}\u{627}\u{6A9}\u{633}\u{62A}\u{627}\u{646}/\u{202C}\u{2069}"
+                    .into(),
+                31,
+                true,
+            ),
+            (
+                "This is a tweet with general punctuation characters: \u{2000}\u{2001}\u{2002}\u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200A}\u{200B} \u{2010} \u{2011} \u{2012} \u{2013} \u{2014} \u{2015} \u{2016}  \u{2017} \u{2018} \u{2019} \u{201A} \u{201B} \u{201C} \u{201D} \u{201E} \u{201F} \u{2032} \u{2033} \u{2034} \u{2035} \u{2036} \u{2037}"
+                    .into(),
+                110,
+                true,
+            ),
+        ];
+        for (text, want, valid) in cases {
+            let info = parse(&text, 280);
+            assert_eq!(info.weighted_length, want, "{text}");
+            assert_eq!(info.valid, valid, "{text}");
+        }
     }
 
     #[test]
