@@ -43,15 +43,19 @@ fn secs(n: i64) -> chrono::Duration {
 
 struct Rig {
     clock: ManualClock,
-    store: Arc<MemoryScheduleStore>,
+    store: Arc<dyn ScheduleStore>,
     fake: FakePublisher,
 }
 
 impl Rig {
     fn new() -> Self {
+        Self::on(Arc::new(MemoryScheduleStore::new()))
+    }
+
+    fn on(store: Arc<dyn ScheduleStore>) -> Self {
         let clock = ManualClock::new(t0());
         Rig {
-            store: Arc::new(MemoryScheduleStore::new()),
+            store,
             fake: FakePublisher::new(Platform::X).with_clock(Arc::new(clock.clone())),
             clock,
         }
@@ -144,7 +148,10 @@ fn path(history: &[socialpub_core::schedule::HistoryEntry]) -> Vec<DeliveryState
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_at_the_due_time_and_not_before() {
-    let rig = Rig::new();
+    publishes_at_the_due_time_and_not_before_on(Rig::new()).await;
+}
+
+async fn publishes_at_the_due_time_and_not_before_on(rig: Rig) {
     let engine = rig.builder().build();
     let mut events = engine.subscribe();
     let handle = engine.start();
@@ -354,7 +361,10 @@ async fn attempts_run_out_into_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_pauses_only_its_account_and_keeps_the_attempt() {
-    let rig = Rig::new();
+    a_rate_limit_pauses_only_its_account_and_keeps_the_attempt_on(Rig::new()).await;
+}
+
+async fn a_rate_limit_pauses_only_its_account_and_keeps_the_attempt_on(rig: Rig) {
     rig.fake.script(
         "limited",
         [FakeOutcome::RateLimited(Duration::from_secs(900))],
@@ -532,7 +542,10 @@ async fn a_dead_refresh_token_marks_the_account_for_reauth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processing_posts_are_polled_without_holding_a_worker() {
-    let rig = Rig::new();
+    processing_posts_are_polled_without_holding_a_worker_on(Rig::new()).await;
+}
+
+async fn processing_posts_are_polled_without_holding_a_worker_on(rig: Rig) {
     rig.fake.script("1", [FakeOutcome::Processing]);
     rig.fake.processing_polls(2);
     let engine = rig.builder().concurrency(1).build();
@@ -596,7 +609,10 @@ async fn at_most_one_publish_in_flight_per_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_worker_whose_lease_expired_cannot_write() {
-    let rig = Rig::new();
+    a_slow_worker_whose_lease_expired_cannot_write_on(Rig::new()).await;
+}
+
+async fn a_slow_worker_whose_lease_expired_cannot_write_on(rig: Rig) {
     let gate = FakeGate::new();
     rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
     let engine = rig.builder().workers(1).build();
@@ -665,7 +681,10 @@ async fn a_slow_worker_whose_lease_expired_cannot_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_while_claimed_sends_nothing() {
-    let rig = Rig::new();
+    cancel_while_claimed_sends_nothing_on(Rig::new()).await;
+}
+
+async fn cancel_while_claimed_sends_nothing_on(rig: Rig) {
     let gate = FakeGate::new();
     rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
     let engine = rig.builder().build();
@@ -804,7 +823,10 @@ async fn scheduled_but_not_started(rig: &Rig, text: &str) -> uuid::Uuid {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_create_is_settled_by_lookup_without_a_second_post() {
-    let rig = Rig::new();
+    crash_after_the_create_is_settled_by_lookup_without_a_second_post_on(Rig::new()).await;
+}
+
+async fn crash_after_the_create_is_settled_by_lookup_without_a_second_post_on(rig: Rig) {
     let id = scheduled_but_not_started(&rig, "crash after create").await;
     crash_after_commit(&rig, id, true).await;
     assert_eq!(rig.fake.creates(), 1);
@@ -1093,4 +1115,91 @@ async fn a_publish_that_hangs_before_its_commit_point_is_abandoned_and_retried()
     rig.wait_state(id, DeliveryState::Published).await;
     assert_eq!(rig.fake.creates(), 1);
     handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_fails_a_post_rather_than_publish_it_late() {
+    use socialpub_core::schedule::ScheduleOptions;
+    let rig = Rig::new();
+    rig.fake
+        .script("1", vec![FakeOutcome::Fail(ErrorKind::Transient); 2]);
+    let engine = rig.builder().build();
+    let handle = engine.start();
+    let id = engine
+        .schedule_with(
+            TENANT,
+            &post("timely", &["1"]),
+            rig.now(),
+            ScheduleOptions::default()
+                .deadline(rig.now() + secs(15))
+                .max_attempts(9),
+        )
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    let d = rig.wait_state(id, DeliveryState::RetryWaiting).await;
+    assert_eq!(d.max_attempts, 9);
+    assert_eq!(d.deadline, Some(t0() + secs(15)));
+    rig.clock.advance(secs(10));
+    let d = rig.wait_state(id, DeliveryState::Failed).await;
+    assert!(
+        d.last_error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("deadline")),
+        "{:?}",
+        d.last_error
+    );
+    assert_eq!(rig.fake.creates(), 0);
+    handle.shutdown().await;
+}
+
+/// The same engine scenarios on the SQLite store.
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use socialpub_core::store::SqliteStore;
+
+    async fn rig(dir: &tempfile::TempDir) -> Rig {
+        let path = dir.path().join("engine.db");
+        let store = SqliteStore::open(format!("sqlite://{}", path.display()))
+            .await
+            .expect("open");
+        Rig::on(Arc::new(store))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_at_the_due_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        publishes_at_the_due_time_and_not_before_on(rig(&dir).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_worker_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        a_slow_worker_whose_lease_expired_cannot_write_on(rig(&dir).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_while_claimed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        cancel_while_claimed_sends_nothing_on(rig(&dir).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn crash_after_create() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crash_after_the_create_is_settled_by_lookup_without_a_second_post_on(rig(&dir).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rate_limit_per_account() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        a_rate_limit_pauses_only_its_account_and_keeps_the_attempt_on(rig(&dir).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processing_polls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        processing_posts_are_polled_without_holding_a_worker_on(rig(&dir).await).await;
+    }
 }

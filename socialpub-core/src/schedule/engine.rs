@@ -62,6 +62,31 @@ pub struct ScheduledPost {
     pub deliveries: Vec<Uuid>,
 }
 
+/// Per-post settings for [`Scheduler::schedule_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduleOptions {
+    /// Fail instead of publishing after this instant (a post hours late can be worse than
+    /// none). No deadline by default.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Attempts before failing; the engine's [`RetryPolicy::max_attempts`] by default.
+    pub max_attempts: Option<u32>,
+}
+
+impl ScheduleOptions {
+    /// Sets the deadline.
+    pub fn deadline(mut self, at: DateTime<Utc>) -> Self {
+        self.deadline = Some(at);
+        self
+    }
+
+    /// Sets the attempt budget.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+}
+
 /// The scheduling API. Every call is scoped by tenant: a delivery of another tenant is
 /// invisible.
 #[async_trait]
@@ -69,8 +94,24 @@ pub trait Scheduler: Send + Sync {
     /// Schedules `post` for `at` (now if past): one delivery per target, inserted atomically.
     /// Fails with [`ErrorKind::InvalidInput`] when the post has no target or a target twice,
     /// and with [`ErrorKind::Validation`] when a registered publisher rejects it.
-    async fn schedule(&self, tenant: &str, post: &Post, at: DateTime<Utc>)
-    -> Result<ScheduledPost>;
+    async fn schedule(
+        &self,
+        tenant: &str,
+        post: &Post,
+        at: DateTime<Utc>,
+    ) -> Result<ScheduledPost> {
+        self.schedule_with(tenant, post, at, ScheduleOptions::default())
+            .await
+    }
+
+    /// [`Scheduler::schedule`] with a deadline or attempt budget.
+    async fn schedule_with(
+        &self,
+        tenant: &str,
+        post: &Post,
+        at: DateTime<Utc>,
+        options: ScheduleOptions,
+    ) -> Result<ScheduledPost>;
 
     /// Cancels a delivery; see [`CancelOutcome`] for when it is too late.
     async fn cancel(&self, tenant: &str, delivery: Uuid) -> Result<CancelOutcome>;
@@ -495,11 +536,12 @@ impl Engine {
 
 #[async_trait]
 impl Scheduler for Engine {
-    async fn schedule(
+    async fn schedule_with(
         &self,
         tenant: &str,
         post: &Post,
         at: DateTime<Utc>,
+        options: ScheduleOptions,
     ) -> Result<ScheduledPost> {
         let s = &self.shared;
         if tenant.is_empty() {
@@ -531,8 +573,8 @@ impl Scheduler for Engine {
                     target: t.clone(),
                     post,
                     due_at: at,
-                    max_attempts: s.retry.max_attempts,
-                    deadline: None,
+                    max_attempts: options.max_attempts.unwrap_or(s.retry.max_attempts),
+                    deadline: options.deadline,
                     now,
                 })
             })

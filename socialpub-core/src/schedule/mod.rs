@@ -6,23 +6,28 @@
 //! recorded in the delivery's history:
 //!
 //! ```text
-//!                        cancel / reschedule (before the commit point)
-//!            ┌────────────────────────────────────────────┐
-//!            ▼                                            │
-//! Scheduled ─due─▶ Claimed ─▶ Preparing ─commit point─▶ Committing ─▶ Published
-//!  │  ▲   ▲          │  (lease, fence)  │  (uploads;          │  │         ▲
-//!  │  │   │          │                  │   retryable)        │  └──▶ Processing ─poll─┘
-//!  │  │   │          ▼                  ▼                     │            └──▶ Failed
-//!  │  │   └──── RetryWaiting ◀── transient / rate limited ────┤   (not sent)
-//!  │  │         (backoff; a rate-limit wait keeps the attempt)│
-//!  │  │                                 ▼                     ▼
-//!  │  │                    Failed (validation, permanent,   Unconfirmed ◀── lease expired
-//!  │  │                    attempts or deadline exhausted)   │   │          after the commit
-//!  │  │                    NeedsReauth (reconnect, then      │   └─lookup: found─▶ Published
-//!  │  └────────────────── reschedule) ◀─────────────────────┤       (recovered event)
-//!  │                                                         └─lookup: absent─▶ RetryWaiting
-//!  └─cancel─▶ Cancelled                                        (at-most-once policy)
+//!              ┌──────────── cancel / reschedule win until the commit point ────────────┐
+//!              ▼                                                                         │
+//!  Scheduled ─due─▶ Claimed ─▶ Preparing ─commit point─▶ Committing ─▶ Published         │
+//!    ▲   ▲            │  lease,     │ uploads,               │  │                        │
+//!    │   │            │  fence      │ retryable              │  └─▶ Processing ─status─▶ Published
+//!    │   │            ▼             ▼                        │          (no worker held)  or Failed
+//!    │   └──── RetryWaiting ◀─ transient, rate limited, ─────┤
+//!    │         (backoff)        lease lost before commit     │ Unconfirmed error,
+//!    │            ▲                 │                        │ lease lost after commit
+//!    │            │                 ├─▶ Failed (validation,  ▼
+//!    │            │                 │   permanent, attempts  Unconfirmed ─lookup: found──▶ Published
+//!    │            │                 │   or deadline spent)     │   │                  (recovered)
+//!    │            │                 └─▶ NeedsReauth            │   └─lookup: cannot tell─▶ parked
+//!    │            └──────────── lookup: absent ────────────────┘        for a person
+//!    │
+//!    └── reschedule, from Failed, NeedsReauth or a parked Unconfirmed
+//!
+//!  Scheduled, RetryWaiting, Claimed, Preparing, NeedsReauth, parked Unconfirmed ─cancel─▶ Cancelled
 //! ```
+//!
+//! `published`, `failed` and `cancelled` are final (a reschedule of a failed delivery is a new
+//! try). [`DeliveryState::may_become`] lists the transitions a worker may write.
 //!
 //! - **Claims and leases.** A worker claims due deliveries in a batch, each under a lease it
 //!   renews, with a fence token that grows with every claim. Every later write carries the
@@ -40,8 +45,17 @@
 //! - **Cancel and reschedule** are transactional with the delivery: they win while no create
 //!   request can be out (before the commit point), revoking a worker's lease, and report
 //!   [`CancelOutcome::TooLate`] after.
+//! - **Retries** ([`policy::RetryPolicy`]): only transient and rate-limited failures before
+//!   the commit are retried, with exponential backoff and full jitter; a rate limit waits as
+//!   long as the platform says and pauses only that account, without using up an attempt. An
+//!   unauthorized answer refreshes the token once and publishes once more.
+//! - **Pacing**: at most one publish in flight per account (in one engine), a concurrency
+//!   limit overall, and optional GCRA quotas per platform application and per account.
 //! - **Events** ([`Event`]) are appended to the store's outbox in the same transaction as
 //!   their transition and broadcast to in-process subscribers.
+//! - **Time** comes from an injectable [`crate::clock::Clock`]: workers sleep until the
+//!   store's next due time (or a wake-up), never on a fixed polling interval, and tests drive
+//!   everything with a [`crate::clock::ManualClock`].
 //!
 //! The engine ([`Engine`]) runs the workers; the [`Scheduler`] trait is the API applications
 //! call.
@@ -58,7 +72,7 @@ pub use delivery::{
     CancelOutcome, Delivery, DeliveryError, DeliveryState, Fenced, HistoryEntry, Lease,
     NewDelivery, RescheduleOutcome, Rescued, Transition,
 };
-pub use engine::{Engine, EngineBuilder, EngineHandle, ScheduledPost, Scheduler};
+pub use engine::{Engine, EngineBuilder, EngineHandle, ScheduleOptions, ScheduledPost, Scheduler};
 pub use events::{Event, EventKind, OutboxEvent};
 pub use memory::MemoryScheduleStore;
 pub use store::{DeliveryFilter, PurgeReport, ScheduleStore, TenantExport};
