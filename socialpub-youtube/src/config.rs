@@ -292,7 +292,7 @@ impl YouTubeConfigBuilder {
     }
 
     /// Bytes per upload request (default 8 MiB); must be a positive multiple of 256 KiB.
-    /// Memory use of an upload is bounded by about one chunk.
+    /// An upload holds at most two chunks in memory: the one being sent and the next.
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = Some(bytes);
         self

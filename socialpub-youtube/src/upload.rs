@@ -53,6 +53,9 @@ pub(crate) struct SessionState {
     pub(crate) offset: u64,
     /// Which metadata and file the session was started for.
     pub(crate) fingerprint: String,
+    /// Whether the final chunk may have been sent (so the video may exist).
+    #[serde(default)]
+    pub(crate) final_sent: bool,
 }
 
 /// The whole checkpoint of a YouTube publish.
@@ -198,6 +201,9 @@ pub(crate) async fn upload(
         Some(s) if s.fingerprint == fp && s.total == total => {
             tracing::debug!(offset = s.offset, total, "resuming a saved upload session");
             need_query = true;
+            // An earlier attempt may have sent the final chunk: if the session is gone now,
+            // the video may exist, and only a lookup can tell.
+            up.maybe_created = s.final_sent;
         }
         _ => {
             up.start_session(ctx, cp, &req, &fp).await?;
@@ -207,6 +213,7 @@ pub(crate) async fn upload(
     let mut token = ctx.access_token().await?;
     // One refresh per stretch without progress: a second 401 in a row is final.
     let mut refreshed = false;
+    let mut prefetched: Option<socialpub_core::http::Chunk> = None;
     loop {
         let Some(session) = cp.upload.clone() else {
             return Err(Error::internal("upload session lost from the checkpoint"));
@@ -261,12 +268,22 @@ pub(crate) async fn upload(
             need_query = true;
             continue;
         }
-        let chunk = reader.chunk_at(offset).await?;
+        let chunk = match prefetched.take() {
+            Some(c) if c.offset == offset => c,
+            _ => reader.chunk_at(offset).await?,
+        };
         let is_final = chunk.end() == total;
         if is_final && !up.commit_recorded {
-            // The final byte creates the video: record the commit before sending it.
+            // The final byte creates the video: record the commit before sending it, and keep
+            // in the checkpoint that it may have gone out.
             ctx.commit_point().await?;
             up.commit_recorded = true;
+            if let Some(s) = cp.upload.as_mut()
+                && !s.final_sent
+            {
+                s.final_sent = true;
+                cp.save(ctx).await?;
+            }
         }
         if is_final {
             up.maybe_created = true;
@@ -279,7 +296,18 @@ pub(crate) async fn upload(
             is_final,
             "sending chunk"
         );
-        match up.put_chunk(&session, &token, &range, chunk.data).await {
+        // Read the next chunk while this one is on the wire: two chunks in memory at most.
+        let ahead = chunk.end();
+        let put = up.put_chunk(&session, &token, &range, chunk.data);
+        let sent = if ahead < total {
+            let (sent, next) = tokio::join!(put, reader.chunk_at(ahead));
+            // A failed read-ahead is retried (and reported) when the chunk is needed.
+            prefetched = next.ok();
+            sent
+        } else {
+            put.await
+        };
+        match sent {
             Sent::Complete(video) => {
                 ctx.report_progress(Progress::new(0, 0, total, total));
                 return Ok(Uploaded { video: *video });
@@ -424,6 +452,7 @@ impl Upload<'_> {
             total,
             offset: 0,
             fingerprint: fp.to_owned(),
+            final_sent: false,
         });
         self.failures = 0;
         cp.save(ctx).await
@@ -632,6 +661,7 @@ mod tests {
                 total: 10,
                 offset: 4,
                 fingerprint: "f".into(),
+                final_sent: false,
             }),
             sessions: 1,
             video_id: None,

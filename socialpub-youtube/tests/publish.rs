@@ -508,3 +508,50 @@ async fn passes_the_core_conformance_suite() {
     .run()
     .await;
 }
+
+#[tokio::test]
+async fn rate_limits_and_backend_errors_are_retried_in_place() {
+    let e = env().await;
+    e.mock.faults().fail_next("videos.insert", 2, 429);
+    e.mock.faults().fail_next("thumbnails.set", 1, 503);
+    let (post, hash) = e.post(1000).await;
+    let post = with_options(post, &YouTubeOptions::new().thumbnail(png()));
+    let receipt = e
+        .publisher
+        .publish(&mut e.ctx(), &post)
+        .await
+        .expect("publish");
+    let v = e.mock.video(&receipt.remote_id).expect("video");
+    assert_eq!(v.sha256, hash);
+    assert!(v.thumbnail.is_some());
+    assert!(receipt.warnings.is_empty());
+    assert_eq!(e.mock.stats().sessions_started, 1);
+}
+
+#[tokio::test]
+async fn metadata_google_refuses_is_a_validation_error_with_the_field() {
+    let e = env().await;
+    let (post, _) = e.post(1000).await;
+    e.mock.faults().push(
+        "videos.insert",
+        socialpub_core::testkit::Fault::Status {
+            status: 400,
+            body: Some(
+                r#"{"error":{"code":400,"message":"The request metadata specifies invalid video keywords.","errors":[{"domain":"youtube.video","reason":"invalidTags","message":"The request metadata specifies invalid video keywords."}]}}"#
+                    .to_owned(),
+            ),
+            headers: Vec::new(),
+        },
+    );
+    let err = e
+        .publisher
+        .publish(&mut e.ctx(), &post)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
+    assert_eq!(err.code(), Some("invalidTags"));
+    assert!(
+        err.validation_report()
+            .is_some_and(|r| r.issues()[0].path == "options.youtube.tags")
+    );
+}

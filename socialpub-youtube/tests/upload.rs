@@ -366,3 +366,53 @@ async fn endless_server_errors_on_the_final_chunk_are_unconfirmed() {
         .expect_err("gives up");
     assert_eq!(err.kind(), ErrorKind::Unconfirmed, "{err}");
 }
+
+#[tokio::test]
+async fn a_vanished_session_after_a_possible_commit_is_unconfirmed_not_reuploaded() {
+    let e = env().await;
+    let (post, _) = e.post(2 * CHUNK).await;
+    e.mock
+        .faults()
+        .push("upload.chunk", Fault::Delay(Duration::ZERO));
+    // The final chunk hangs before the mock handles it; the process crashes meanwhile.
+    e.mock
+        .faults()
+        .delay_next("upload.chunk", 1, Duration::from_secs(30));
+    let journal = Arc::new(RecordingJournal::new());
+    let mut ctx = e.ctx().with_journal(journal.clone());
+    let crashed = tokio::time::timeout(
+        Duration::from_millis(800),
+        e.publisher.publish(&mut ctx, &post),
+    )
+    .await;
+    assert!(crashed.is_err());
+    let saved = journal.checkpoints().last().cloned().expect("a checkpoint");
+    assert_eq!(saved["upload"]["final_sent"], serde_json::json!(true));
+    e.mock.expire_sessions(404);
+
+    let mut ctx = e.ctx().with_checkpoint(Some(saved.clone()));
+    let err = e
+        .publisher
+        .publish(&mut ctx, &post)
+        .await
+        .expect_err("unknown outcome");
+    assert_eq!(err.kind(), ErrorKind::Unconfirmed, "{err}");
+    assert_eq!(
+        e.mock.stats().sessions_started,
+        1,
+        "no blind second session"
+    );
+
+    // The lookup reads the channel: the video is not there.
+    let ctx = e.ctx().with_checkpoint(Some(saved));
+    let out = e
+        .publisher
+        .lookup_recent(
+            &ctx,
+            &post,
+            chrono::Utc::now() - chrono::Duration::seconds(5),
+        )
+        .await
+        .expect("lookup");
+    assert_eq!(out, socialpub_core::LookupOutcome::Absent);
+}
