@@ -294,8 +294,10 @@ pub async fn status(app: &App, id: Option<Uuid>, states: &[DeliveryState]) -> Re
     }
     let filter = DeliveryFilter::tenant(app.tenant.clone()).states(states.iter().copied());
     let all = app.engine.list(&filter).await?;
-    if all.is_empty() {
+    if all.is_empty() && states.is_empty() {
         println!("No delivery for tenant `{}`.", app.tenant);
+    } else if all.is_empty() {
+        println!("No delivery in those states for tenant `{}`.", app.tenant);
     } else {
         print_status(&all);
     }
@@ -416,7 +418,7 @@ pub fn header() -> Vec<String> {
 /// One delivery as a status row.
 pub fn status_row(d: &Delivery) -> Vec<String> {
     vec![
-        d.id.to_string()[..13].to_owned() + "…",
+        d.id.to_string(),
         d.target.platform.to_string(),
         d.target.account_id.clone(),
         d.state.to_string(),

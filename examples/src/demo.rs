@@ -72,7 +72,11 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     ));
 
     // 2. The app, configured as a user would, but pointed at the mocks.
-    let key = socialpub_core::auth::EncryptionKey::generate();
+    // The key from the environment when there is one, so the CLI can open a kept store later.
+    let key = match std::env::var("SOCIALPUB_ENCRYPTION_KEY") {
+        Ok(k) if !k.trim().is_empty() => socialpub_core::auth::EncryptionKey::from_base64(&k)?,
+        _ => socialpub_core::auth::EncryptionKey::generate(),
+    };
     let store_url = match &args.store {
         Some(s) => s.clone(),
         None => format!(
@@ -140,10 +144,20 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     // 3. Connect one account per platform through the real OAuth code path: authorization URL
     //    with PKCE and state, the consent page (the mock approves as its user), the redirect
     //    back with a code, the exchange, account discovery, and the token sealed in the store.
-    let x_account =
-        connect_through_mock(&app, &out, Platform::X, socialpub_x::mock::REDIRECT_URI).await?;
-    let yt_account =
-        connect_through_mock(&app, &out, Platform::YouTube, YouTubeMock::REDIRECT_URI).await?;
+    let x_account = connect_through_mock(
+        &app,
+        Some(&out),
+        Platform::X,
+        socialpub_x::mock::REDIRECT_URI,
+    )
+    .await?;
+    let yt_account = connect_through_mock(
+        &app,
+        Some(&out),
+        Platform::YouTube,
+        YouTubeMock::REDIRECT_URI,
+    )
+    .await?;
 
     // 4. Media, made on the fly.
     let media = make_media(dir.path(), args.video_mib).await?;
@@ -379,9 +393,9 @@ impl CloneForReport for Error {
 /// Connects the mock's user: the authorization URL is opened by an HTTP client standing in for
 /// the browser; the mock's consent page approves and redirects to `redirect_uri` with a code
 /// and the state, which complete the connection exactly as the callback server would.
-async fn connect_through_mock(
+pub async fn connect_through_mock(
     app: &App,
-    out: &Output,
+    out: Option<&Output>,
     platform: Platform,
     redirect_uri: &str,
 ) -> Result<AccountKey> {
@@ -421,10 +435,12 @@ async fn connect_through_mock(
     };
     let connected = connector.complete(&code, &state).await?;
     app.tokens.connect(&connected.key, &connected.token).await?;
-    out.line(format!(
-        "▸ connected {platform} account {} ({}) by OAuth; token sealed in the store",
-        connected.key.account_id, connected.name
-    ));
+    if let Some(out) = out {
+        out.line(format!(
+            "▸ connected {platform} account {} ({}) by OAuth; token sealed in the store",
+            connected.key.account_id, connected.name
+        ));
+    }
     Ok(connected.key)
 }
 
@@ -532,7 +548,7 @@ fn verify(
 
 /// Lines to standard output that do not tear the progress bars.
 #[derive(Clone)]
-struct Output {
+pub struct Output {
     multi: MultiProgress,
 }
 
