@@ -727,6 +727,20 @@ async fn with_faults<F>(s: &Shared, endpoint: &'static str, handler: F) -> Respo
 where
     F: Future<Output = Response>,
 {
+    with_faults_reading(s, endpoint, None, handler).await
+}
+
+/// [`with_faults`] for a call with a request body: a [`Fault::Drop`] reads part of the body
+/// first, as a connection that breaks mid-upload does.
+async fn with_faults_reading<F>(
+    s: &Shared,
+    endpoint: &'static str,
+    body: Option<&Mutex<Option<Body>>>,
+    handler: F,
+) -> Response
+where
+    F: Future<Output = Response>,
+{
     {
         let mut d = s.data();
         d.requests += 1;
@@ -741,7 +755,15 @@ where
         }) => return fault_response(endpoint, status, body, &headers),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::DelayAfter(d)) => after = Some(d),
-        Some(Fault::Drop) => return dropped(),
+        Some(Fault::Drop) => {
+            let taken = body.and_then(|b| b.lock().ok().and_then(|mut b| b.take()));
+            if let Some(body) = taken {
+                use futures::StreamExt;
+                let mut frames = body.into_data_stream();
+                let _ = frames.next().await;
+            }
+            return dropped();
+        }
         _ => {}
     }
     let response = handler.await;
@@ -835,7 +857,23 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = Response>,
 {
-    with_faults(s, endpoint, async {
+    api_call_reading(s, headers, endpoint, scopes, None, handler).await
+}
+
+/// [`api_call`] for a handler that reads a streamed body (an upload segment).
+async fn api_call_reading<F, Fut>(
+    s: &Shared,
+    headers: &HeaderMap,
+    endpoint: &'static str,
+    scopes: &[&str],
+    body: Option<&Mutex<Option<Body>>>,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    with_faults_reading(s, endpoint, body, async {
         match authorize_call(s, headers, endpoint, scopes) {
             Err(r) => r,
             Ok((user, rate)) => {
@@ -1578,12 +1616,18 @@ async fn media_append(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    api_call(
+    let body = Mutex::new(Some(body));
+    let body_ref = &body;
+    api_call_reading(
         &s,
         &headers,
         "media.append",
         &["media.write"],
+        Some(body_ref),
         |user| async move {
+            let Some(body) = body_ref.lock().ok().and_then(|mut b| b.take()) else {
+                return invalid("media", "The request body was already read.");
+            };
             if !content_type.starts_with("multipart/form-data") {
                 return invalid(
                     "media",

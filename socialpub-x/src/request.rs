@@ -3,8 +3,9 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use socialpub_core::http::transport_error;
+use socialpub_core::http::{request_span, transport_error};
 use socialpub_core::{Error, ErrorKind, Platform, PublishContext, Result};
+use tracing::Instrument;
 
 use crate::error::{classify, errors_without_data};
 
@@ -52,14 +53,27 @@ where
     }
 }
 
-/// Sends with a token that is not the context's (connecting, revoking).
+/// Sends one request, in a tracing span whose URL has its secrets masked.
 pub(crate) async fn send_once(
     operation: &'static str,
     commit: bool,
     request: reqwest::RequestBuilder,
 ) -> Result<Answer> {
-    let resp = request
-        .send()
+    let (client, request) = request.build_split();
+    let request = request.map_err(|e| {
+        Error::internal(format!("{operation}: the request could not be built: {e}"))
+            .with_platform(Platform::X)
+            .with_operation(operation)
+    })?;
+    let span = request_span(
+        Platform::X,
+        operation,
+        request.method().as_str(),
+        request.url(),
+    );
+    let resp = client
+        .execute(request)
+        .instrument(span)
         .await
         .map_err(|e| transport_error(e, Platform::X, operation, commit))?;
     let status = resp.status().as_u16();
