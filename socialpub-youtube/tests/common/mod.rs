@@ -126,3 +126,27 @@ pub fn hex(b: &[u8]) -> String {
 pub fn with_options(post: Post, o: &YouTubeOptions) -> Post {
     post.with_options(o).expect("options")
 }
+
+/// Runs `fut` until `crashed()` says the mock reached the point of the "crash", then drops it
+/// (as a process dying would). Panics if `fut` finishes first.
+pub async fn crash_when<F, T>(fut: F, crashed: impl Fn() -> bool)
+where
+    F: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    tokio::pin!(fut);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::select! {
+            out = &mut fut => panic!("the publish ended before the crash: {out:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {
+                if crashed() {
+                    // Let the request reach the point the mock holds it at.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the crash point was never reached");
+            }
+        }
+    }
+}
