@@ -134,6 +134,9 @@ async fn run(cli: Cli) -> Result<bool> {
     if let Command::Check = cli.command {
         return check(&config).map(|()| true);
     }
+    if let Command::Connect { platform, .. } = &cli.command {
+        config.credentials(*platform)?;
+    }
     let http = socialpub_core::http::default_client(std::time::Duration::from_secs(120))?;
     let platforms = Platforms::from_config(&config, http)?;
     let app = App::open(&config, platforms).await?;
@@ -143,7 +146,6 @@ async fn run(cli: Cli) -> Result<bool> {
             platform,
             no_browser,
         } => {
-            config.credentials(platform)?;
             let listener = connect::bind(config.callback_port).await?;
             let connected = connect::connect(&app, platform, listener, |url| {
                 if no_browser {
