@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use socialpub_core::http::commit;
+use socialpub_core::http::{RateLimit, commit};
 use socialpub_core::publish::RemotePost;
 use socialpub_core::{
     Capabilities, Error, ErrorKind, LookupOutcome, Platform, Post, PublishContext, Publisher,
@@ -130,7 +130,11 @@ impl XPublisher {
 
     /// Sends the create request once; a 429 (X did not create anything) is waited out and
     /// sent again within the retry policy.
-    async fn create(&self, ctx: &PublishContext, body: &api::CreateTweet) -> Result<String> {
+    async fn create(
+        &self,
+        ctx: &PublishContext,
+        body: &api::CreateTweet,
+    ) -> Result<(String, RateLimit)> {
         let url = self.config.api("/2/tweets")?;
         let mut attempts = 0;
         loop {
@@ -155,7 +159,10 @@ impl XPublisher {
                             .with_platform(Platform::X)
                             .with_operation("tweets.create")
                         })?;
-                    return Ok(created.data.id);
+                    if answer.rate_limit.should_pause(100.0) {
+                        tracing::info!(rate_limit = ?answer.rate_limit, "X posting limit reached");
+                    }
+                    return Ok((created.data.id, answer.rate_limit));
                 }
                 Err(e) if e.kind() == ErrorKind::RateLimited => {
                     let policy = &self.config.retry;
@@ -262,7 +269,12 @@ impl XPublisher {
         })
     }
 
-    fn receipt(&self, ids: &[String], media: serde_json::Value) -> Result<Receipt> {
+    fn receipt(
+        &self,
+        ids: &[String],
+        media: serde_json::Value,
+        rate_limit: Option<&RateLimit>,
+    ) -> Result<Receipt> {
         let first = ids
             .first()
             .ok_or_else(|| Error::internal("a publish created no post"))?;
@@ -279,6 +291,10 @@ impl XPublisher {
             })
             .collect();
         receipt.extra = serde_json::json!({ "media_ids": media });
+        if let Some(limits) = rate_limit {
+            // The posting limits after this publish, for callers that pace their schedule.
+            receipt.extra["rate_limit"] = serde_json::to_value(limits)?;
+        }
         Ok(receipt)
     }
 
@@ -321,6 +337,7 @@ impl Publisher for XPublisher {
             });
         cp.parts.resize(parts.len(), PartState::default());
         let mut previous = options.in_reply_to_tweet_id.clone();
+        let mut rate_limit = None;
 
         for (i, (_, media)) in parts.iter().enumerate() {
             if let Some(id) = cp.parts[i].id.clone() {
@@ -362,7 +379,8 @@ impl Publisher for XPublisher {
             ctx.commit_point().await?;
             cp.parts[i].sent_at = Some(Utc::now());
             self.save(ctx, &cp).await?;
-            let id = self.create(ctx, &body).await?;
+            let (id, limits) = self.create(ctx, &body).await?;
+            rate_limit = Some(limits);
             cp.parts[i].id = Some(id.clone());
             cp.parts[i].sent_at = None;
             if let Err(e) = self.save(ctx, &cp).await {
@@ -379,7 +397,7 @@ impl Publisher for XPublisher {
             .iter()
             .map(|p| p.media.iter().map(|m| m.id.clone()).collect())
             .collect();
-        self.receipt(&ids, serde_json::json!(media))
+        self.receipt(&ids, serde_json::json!(media), rate_limit.as_ref())
     }
 
     async fn status(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<Receipt> {
@@ -450,9 +468,11 @@ impl Publisher for XPublisher {
                 .iter()
                 .map(|p| p.media.iter().map(|m| m.id.clone()).collect())
                 .collect();
-            return Ok(LookupOutcome::Found(
-                self.receipt(&ids, serde_json::json!(media))?,
-            ));
+            return Ok(LookupOutcome::Found(self.receipt(
+                &ids,
+                serde_json::json!(media),
+                None,
+            )?));
         }
         if complete {
             Ok(LookupOutcome::Absent)

@@ -3,7 +3,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use socialpub_core::http::{request_span, transport_error};
+use socialpub_core::http::{RateLimit, request_span, transport_error};
 use socialpub_core::{Error, ErrorKind, Platform, PublishContext, Result};
 use tracing::Instrument;
 
@@ -13,6 +13,8 @@ use crate::error::{classify, errors_without_data};
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub status: u16,
+    /// What the answer's headers say about rate limits.
+    pub rate_limit: RateLimit,
     pub body: String,
 }
 
@@ -88,5 +90,9 @@ pub(crate) async fn send_once(
     if let Some(e) = errors_without_data(status, &headers, &body, operation) {
         return Err(e);
     }
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        rate_limit: RateLimit::from_headers(&headers, chrono::Utc::now()),
+        body,
+    })
 }

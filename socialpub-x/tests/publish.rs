@@ -31,6 +31,10 @@ async fn text_post() {
     );
     assert_eq!(receipt.state, RemoteState::Published);
     assert_eq!(receipt.parts.len(), 1);
+    // The posting limits X reported come back with the receipt.
+    assert_eq!(receipt.extra["rate_limit"]["window"]["limit"], 100);
+    assert_eq!(receipt.extra["rate_limit"]["window"]["remaining"], 99);
+    assert_eq!(receipt.extra["rate_limit"]["user_day"]["limit"], 17000);
     // The id stays a string through JSON.
     let json = serde_json::to_value(&receipt).expect("json");
     assert!(json["remote_id"].is_string());
@@ -122,10 +126,7 @@ async fn four_images_with_alt_text_and_progress() {
     }
     let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 12, "one progress event per segment");
-    let last = seen
-        .iter()
-        .rfind(|p| p.media_index == 3)
-        .expect("last");
+    let last = seen.iter().rfind(|p| p.media_index == 3).expect("last");
     assert_eq!(last.bytes_sent, last.total_bytes);
 }
 
