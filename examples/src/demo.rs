@@ -48,7 +48,7 @@ pub struct DemoArgs {
     pub lead: u64,
 }
 
-/// What the demo schedules: a label and a post, or the reason it was refused up front.
+/// A post the demo schedules, with a label for the table and its due time.
 struct Planned {
     label: &'static str,
     post: Post,
@@ -247,7 +247,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     x_mock.faults().fail_next("tweets.create", 1, 503);
     let mut events = app.engine.subscribe();
     let mut scheduled: Vec<(&'static str, Uuid)> = Vec::new();
-    let mut rejected: Vec<(&'static str, Target, Error)> = Vec::new();
+    let mut rejected: Vec<(&'static str, Target, String)> = Vec::new();
     for p in &plan {
         match app.engine.schedule(&app.tenant, &p.post, p.at).await {
             Ok(s) => {
@@ -263,7 +263,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
             Err(e) if matches!(e.kind(), ErrorKind::Validation | ErrorKind::InvalidInput) => {
                 out.line(format!("▸ rejected  {:<22} {e}", p.label));
                 for t in &p.post.targets {
-                    rejected.push((p.label, t.clone(), e.clone_for_report()));
+                    rejected.push((p.label, t.clone(), reason(&e)));
                 }
             }
             Err(e) => return Err(e),
@@ -330,7 +330,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
             "rejected".to_owned(),
             String::new(),
             "0".to_owned(),
-            reason(e),
+            e.clone(),
         ]);
     }
     println!();
@@ -372,21 +372,6 @@ fn reason(e: &Error) -> String {
             .collect::<Vec<_>>()
             .join("; "),
         None => e.message().to_owned(),
-    }
-}
-
-trait CloneForReport {
-    fn clone_for_report(&self) -> Error;
-}
-
-impl CloneForReport for Error {
-    /// `Error` is not `Clone` (it may hold a source); the report needs its kind, message and
-    /// validation issues.
-    fn clone_for_report(&self) -> Error {
-        match self.validation_report() {
-            Some(r) => Error::validation(r.clone()),
-            None => Error::new(self.kind(), self.message()),
-        }
     }
 }
 
@@ -477,7 +462,7 @@ fn verify(
     deliveries: &[Delivery],
     x: &XMock,
     yt: &YouTubeMock,
-    rejected: &[(&'static str, Target, Error)],
+    rejected: &[(&'static str, Target, String)],
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let x_posts = x.posts();
