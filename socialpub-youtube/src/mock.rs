@@ -101,6 +101,21 @@ use crate::validate::{
     MAX_DESCRIPTION_BYTES, MAX_TAGS_CHARS, MAX_THUMBNAIL_BYTES, MAX_TITLE_CHARS, tags_length,
 };
 
+/// The endpoint names faults are queued under (see the module docs).
+pub const ENDPOINTS: [&str; 11] = [
+    "oauth.authorize",
+    "oauth.token",
+    "oauth.revoke",
+    "channels.list",
+    "videos.list",
+    "videos.delete",
+    "playlistItems.list",
+    "videos.insert",
+    "upload.chunk",
+    "upload.status",
+    "thumbnails.set",
+];
+
 const FORCE_SSL: &str = "https://www.googleapis.com/auth/youtube.force-ssl";
 
 mod base64_like {

@@ -555,3 +555,20 @@ async fn metadata_google_refuses_is_a_validation_error_with_the_field() {
             .is_some_and(|r| r.issues()[0].path == "options.youtube.tags")
     );
 }
+
+#[tokio::test]
+async fn processing_ends_after_some_time() {
+    let e = env().await;
+    e.mock.set_processing(ProcessingScript::after_time(
+        std::time::Duration::from_millis(300),
+        ProcessingOutcome::Succeeded,
+    ));
+    let (post, _) = e.post(1000).await;
+    let ctx = &mut e.ctx();
+    let receipt = e.publisher.publish(ctx, &post).await.expect("publish");
+    let r = e.publisher.status(ctx, &receipt).await.expect("status");
+    assert_eq!(r.state, RemoteState::Processing);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let r = e.publisher.status(ctx, &receipt).await.expect("status");
+    assert_eq!(r.state, RemoteState::Published);
+}
