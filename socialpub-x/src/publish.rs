@@ -379,7 +379,19 @@ impl Publisher for XPublisher {
             ctx.commit_point().await?;
             cp.parts[i].sent_at = Some(Utc::now());
             self.save(ctx, &cp).await?;
-            let (id, limits) = self.create(ctx, &body).await?;
+            let (id, limits) = match self.create(ctx, &body).await {
+                Ok(created) => created,
+                Err(e) => {
+                    if e.kind() != ErrorKind::Unconfirmed {
+                        // X answered and created nothing: a retry need not look first.
+                        cp.parts[i].sent_at = None;
+                        if let Err(save) = self.save(ctx, &cp).await {
+                            tracing::warn!(error = %save, "could not clear the sent mark");
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             rate_limit = Some(limits);
             cp.parts[i].id = Some(id.clone());
             cp.parts[i].sent_at = None;

@@ -44,6 +44,18 @@ pub(crate) fn category(kind: MediaKind) -> &'static str {
     }
 }
 
+/// The `media` field of an APPEND: the segment's bytes as a binary file part, as X's own
+/// clients send it. The bytes are shared, not copied, so a retry costs no memory.
+fn segment_part(data: &bytes::Bytes) -> Part {
+    let part = |d: &bytes::Bytes| {
+        Part::stream_with_length(reqwest::Body::from(d.clone()), d.len() as u64).file_name("blob")
+    };
+    // The constant always parses; the fallback only keeps `unwrap` out.
+    part(data)
+        .mime_str("application/octet-stream")
+        .unwrap_or_else(|_| part(data))
+}
+
 /// Uploads `media` (item `index` of thread part `part`) and returns its id once X has
 /// finished processing it and its alt text is set.
 pub(crate) async fn upload(
@@ -101,24 +113,13 @@ pub(crate) async fn upload(
     let append_url = config.api(&format!("/2/media/upload/{id}/append"))?;
     for segment in 0..segments {
         let chunk = reader.chunk(segment).await?;
-        let len = chunk.data.len() as u64;
         config
             .retry
             .run(|| async {
                 send(ctx, "media.append", false, |token| {
-                    let media_part =
-                        Part::stream_with_length(reqwest::Body::from(chunk.data.clone()), len)
-                            .file_name("blob")
-                            .mime_str("application/octet-stream")
-                            .unwrap_or_else(|_| {
-                                Part::stream_with_length(
-                                    reqwest::Body::from(chunk.data.clone()),
-                                    len,
-                                )
-                            });
                     let form = Form::new()
                         .text("segment_index", segment.to_string())
-                        .part("media", media_part);
+                        .part("media", segment_part(&chunk.data));
                     config
                         .http
                         .post(append_url.clone())

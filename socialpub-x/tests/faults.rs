@@ -158,7 +158,13 @@ async fn a_thread_resumes_after_a_failed_part() {
     // The scheduler retries later with the saved checkpoint: parts 2 and 3 only.
     let checkpoint = journal.checkpoints().last().cloned();
     let mut retry = ctx.clone().with_checkpoint(checkpoint);
+    let lookups = mock.calls("users.tweets");
     let receipt = publisher.publish(&mut retry, &post).await.expect("resumed");
+    assert_eq!(
+        mock.calls("users.tweets"),
+        lookups,
+        "X refused part 2 outright: nothing to look up before resending it"
+    );
     let posts = mock.posts();
     assert_eq!(posts.len(), 3, "no part posted twice");
     assert_eq!(receipt.parts.len(), 3);
