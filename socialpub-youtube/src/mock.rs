@@ -1765,7 +1765,7 @@ async fn upload_inner(
             let Some(sess) = s.sessions.get(&upload_id) else {
                 return session_gone(StatusCode::NOT_FOUND);
             };
-            if total != sess.total || content_length.unwrap_or(0) != 0 {
+            if total != sess.total || content_length != Some(0) {
                 return bad_request(
                     "badContent",
                     "A status query is an empty PUT with Content-Range: bytes */TOTAL.",

@@ -249,6 +249,7 @@ impl YouTubePublisher {
         let build = move |_: &SecretString| {
             http.put(uri.as_str())
                 .header(reqwest::header::CONTENT_RANGE, format!("bytes */{total}"))
+                .header(reqwest::header::CONTENT_LENGTH, "0")
                 .body(Bytes::new())
         };
         let attempt = || async {

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -563,6 +563,7 @@ impl Upload<'_> {
             .put(s.session_uri.as_str())
             .bearer_auth(token.expose_secret())
             .header(CONTENT_RANGE, format!("bytes */{}", self.total))
+            .header(CONTENT_LENGTH, "0")
             .timeout(cfg.request_timeout)
             .body(Bytes::new())
             .send()

@@ -47,11 +47,13 @@ impl Raw {
     }
 
     async fn put(&self, uri: &str, range: &str, body: Vec<u8>) -> (u16, Option<String>, String) {
+        // reqwest sends no Content-Length for an empty body; the protocol wants `0`.
         let resp = self
             .http
             .put(uri)
             .bearer_auth(&self.token)
             .header("Content-Range", range)
+            .header("Content-Length", body.len().to_string())
             .body(body)
             .send()
             .await
