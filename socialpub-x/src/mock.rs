@@ -252,6 +252,7 @@ pub struct XMockBuilder {
     check_after_secs: u64,
     processing_polls: u32,
     max_text: usize,
+    faults: FaultPlan,
 }
 
 impl Default for XMockBuilder {
@@ -263,6 +264,7 @@ impl Default for XMockBuilder {
             check_after_secs: 0,
             processing_polls: 2,
             max_text: text::MAX_WEIGHTED_LENGTH,
+            faults: FaultPlan::new(),
         }
     }
 }
@@ -311,6 +313,12 @@ impl XMockBuilder {
         self
     }
 
+    /// Takes faults from `plan` (share one plan between the mocks of several platforms).
+    pub fn faults(mut self, plan: FaultPlan) -> Self {
+        self.faults = plan;
+        self
+    }
+
     /// Starts the mock on a free port of 127.0.0.1.
     ///
     /// # Panics
@@ -336,7 +344,7 @@ impl XMockBuilder {
                 max_text: self.max_text,
             },
             data: Mutex::new(data),
-            faults: FaultPlan::new(),
+            faults: self.faults,
         });
         let app = Router::new()
             .route("/i/oauth2/authorize", get(authorize))
