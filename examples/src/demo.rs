@@ -93,8 +93,6 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     })?;
     out.line(format!("▸ store: {}", config.store));
     let http = socialpub_core::http::default_client(Duration::from_secs(60))?;
-    let x_base = base(&x_mock.base_url());
-    let yt_base = base(&yt_mock.base_url());
     let platforms = Platforms::from_config(&config, http.clone())?
         .with_platform(
             Platform::X,
@@ -102,22 +100,12 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
                 socialpub_x::mock::CLIENT_ID,
                 Some(socialpub_x::mock::CLIENT_SECRET),
             ),
-            Endpoints {
-                api_base: x_base.clone(),
-                authorize_url: format!("{x_base}/i/oauth2/authorize"),
-                token_url: format!("{x_base}/2/oauth2/token"),
-                revoke_url: format!("{x_base}/2/oauth2/revoke"),
-            },
+            Endpoints::x_mock(&x_mock),
         )
         .with_platform(
             Platform::YouTube,
             credentials(YouTubeMock::CLIENT_ID, Some(YouTubeMock::CLIENT_SECRET)),
-            Endpoints {
-                api_base: yt_base.clone(),
-                authorize_url: format!("{yt_base}/o/oauth2/v2/auth"),
-                token_url: format!("{yt_base}/token"),
-                revoke_url: format!("{yt_base}/revoke"),
-            },
+            Endpoints::youtube_mock(&yt_mock),
         );
     let bars = Bars::new(out.multi.clone());
     let wrapped: Vec<Arc<dyn Publisher>> = platforms
@@ -356,10 +344,6 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
         println!("{:.1} s", elapsed.as_secs_f64());
         Ok(false)
     }
-}
-
-fn base(url: &Url) -> String {
-    url.as_str().trim_end_matches('/').to_owned()
 }
 
 /// The validation issues of a refused post, on one line.

@@ -32,6 +32,30 @@ pub struct Endpoints {
     pub revoke_url: String,
 }
 
+impl Endpoints {
+    /// The endpoints of an X mock (`socialpub_x::mock::XMock`).
+    pub fn x_mock(mock: &socialpub_x::mock::XMock) -> Endpoints {
+        let base = mock.base_url().as_str().trim_end_matches('/').to_owned();
+        Endpoints {
+            authorize_url: format!("{base}/i/oauth2/authorize"),
+            token_url: format!("{base}/2/oauth2/token"),
+            revoke_url: format!("{base}/2/oauth2/revoke"),
+            api_base: base,
+        }
+    }
+
+    /// The endpoints of a YouTube mock (`socialpub_youtube::mock::YouTubeMock`).
+    pub fn youtube_mock(mock: &socialpub_youtube::mock::YouTubeMock) -> Endpoints {
+        let base = mock.base_url().as_str().trim_end_matches('/').to_owned();
+        Endpoints {
+            authorize_url: format!("{base}/o/oauth2/v2/auth"),
+            token_url: format!("{base}/token"),
+            revoke_url: format!("{base}/revoke"),
+            api_base: base,
+        }
+    }
+}
+
 /// Each supported platform the app has credentials for, ready to build adapters.
 #[derive(Debug, Clone)]
 pub struct Platforms {

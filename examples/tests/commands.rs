@@ -27,18 +27,12 @@ async fn schedule_cancel_post_status_export_disconnect() {
         _ => None,
     })
     .expect("config");
-    let base = x.base_url().as_str().trim_end_matches('/').to_owned();
     let platforms = Platforms::from_config(&config, reqwest::Client::new())
         .expect("platforms")
         .with_platform(
             Platform::X,
             credentials(mock::CLIENT_ID, Some(mock::CLIENT_SECRET)),
-            Endpoints {
-                api_base: base.clone(),
-                authorize_url: format!("{base}/i/oauth2/authorize"),
-                token_url: format!("{base}/2/oauth2/token"),
-                revoke_url: format!("{base}/2/oauth2/revoke"),
-            },
+            Endpoints::x_mock(&x),
         );
     let app = App::open(&config, platforms).await.expect("app");
     let account = connect_through_mock(&app, None, Platform::X, mock::REDIRECT_URI)

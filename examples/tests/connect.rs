@@ -24,18 +24,12 @@ fn app_config(db: &std::path::Path, key: &EncryptionKey) -> Config {
 }
 
 fn x_platform(config: &Config, mock: &XMock) -> Platforms {
-    let base = mock.base_url().as_str().trim_end_matches('/').to_owned();
     Platforms::from_config(config, reqwest::Client::new())
         .expect("platforms")
         .with_platform(
             Platform::X,
             credentials(mock::CLIENT_ID, Some(mock::CLIENT_SECRET)),
-            Endpoints {
-                api_base: base.clone(),
-                authorize_url: format!("{base}/i/oauth2/authorize"),
-                token_url: format!("{base}/2/oauth2/token"),
-                revoke_url: format!("{base}/2/oauth2/revoke"),
-            },
+            Endpoints::x_mock(mock),
         )
 }
 
