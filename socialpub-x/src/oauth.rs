@@ -10,12 +10,11 @@ use socialpub_core::auth::oauth::{
     AuthorizationRequest, ClientAuth, OAuthClient, OAuthConfig, PendingStore,
 };
 use socialpub_core::auth::{AccountKey, Token, TokenRefresher};
-use socialpub_core::http::{RetryPolicy, transport_error};
 use socialpub_core::{Error, ErrorKind, Platform, Result};
 
 use crate::api;
 use crate::config::XConfig;
-use crate::error::classify;
+use crate::request::send_once;
 
 /// An account that just connected: its key (tenant, `x`, user id), its token, and who it is.
 #[derive(Debug, Clone)]
@@ -146,32 +145,16 @@ impl XConnector {
 
     async fn me(&self, access: &SecretString) -> Result<api::User> {
         let url = self.config.api("/2/users/me")?;
-        RetryPolicy::default()
-            .with_max_retries(2)
+        self.config
+            .retry
             .run(|| async {
-                let resp = self
+                let request = self
                     .config
                     .http
                     .get(url.clone())
-                    .bearer_auth(access.expose_secret())
-                    .send()
-                    .await
-                    .map_err(|e| transport_error(e, Platform::X, "users.me", false))?;
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                let body = resp
-                    .text()
-                    .await
-                    .map_err(|e| transport_error(e, Platform::X, "users.me", false))?;
-                if !(200..300).contains(&status) {
-                    return Err(classify(status, &headers, &body, "users.me"));
-                }
-                let user: api::Data<api::User> = serde_json::from_str(&body).map_err(|e| {
-                    Error::new(ErrorKind::Platform, format!("users.me answered oddly: {e}"))
-                        .with_platform(Platform::X)
-                        .with_body(&body)
-                })?;
-                Ok(user.data)
+                    .bearer_auth(access.expose_secret());
+                let answer = send_once("users.me", false, request).await?;
+                Ok(answer.json::<api::Data<api::User>>("users.me")?.data)
             })
             .await
     }
