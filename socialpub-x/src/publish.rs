@@ -20,7 +20,7 @@ use crate::config::XConfig;
 use crate::options::XOptions;
 use crate::request::send;
 use crate::text::extract_urls;
-use crate::upload::{Uploaded, upload};
+use crate::upload::{Session, Upload, Uploaded};
 use crate::validate::{capabilities, part_text, validate_post};
 
 /// Media uploaded this close to X's expiry are uploaded again rather than attached.
@@ -71,6 +71,9 @@ struct Checkpoint {
 struct PartState {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     media: Vec<Uploaded>,
+    /// The upload in progress (of media item `media.len()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<Session>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     /// Set when the create request is about to go out, cleared once its id is known.
@@ -360,19 +363,34 @@ impl Publisher for XPublisher {
                 }
             }
 
+            // Media X still holds from an earlier attempt are kept; from the first expired one
+            // on, they are uploaded again. A session cut off mid-file resumes.
             let now = Utc::now();
-            let reusable = cp.parts[i].media.len() == media.len()
-                && cp.parts[i]
-                    .media
-                    .iter()
-                    .all(|m| m.expires_at.is_none_or(|at| at - MEDIA_EXPIRY_MARGIN > now));
-            if !reusable {
-                cp.parts[i].media.clear();
-                for (j, m) in media.iter().enumerate() {
-                    let uploaded = upload(&self.config, ctx, i, j, m).await?;
-                    cp.parts[i].media.push(uploaded);
+            let keep = cp.parts[i]
+                .media
+                .iter()
+                .take_while(|m| m.expires_at.is_none_or(|at| at - MEDIA_EXPIRY_MARGIN > now))
+                .count()
+                .min(media.len());
+            if keep < cp.parts[i].media.len() {
+                cp.parts[i].media.truncate(keep);
+                cp.parts[i].session = None;
+            }
+            for (j, m) in media.iter().enumerate().skip(keep) {
+                let previous_session = cp.parts[i].session.take();
+                let mut upload =
+                    Upload::begin(&self.config, ctx, i, j, m, previous_session).await?;
+                cp.parts[i].session = Some(upload.session().clone());
+                self.save(ctx, &cp).await?;
+                while !upload.is_sent() {
+                    upload.send_next(ctx).await?;
+                    cp.parts[i].session = Some(upload.session().clone());
                     self.save(ctx, &cp).await?;
                 }
+                let uploaded = upload.finish(ctx).await?;
+                cp.parts[i].session = None;
+                cp.parts[i].media.push(uploaded);
+                self.save(ctx, &cp).await?;
             }
 
             let body = self.body(post, &options, i, &cp.parts[i].media, previous.as_deref());

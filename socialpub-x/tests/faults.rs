@@ -351,3 +351,41 @@ async fn a_failed_commit_point_sends_nothing() {
     assert_eq!(e.kind(), ErrorKind::Storage);
     assert_eq!(mock.calls("tweets.create"), 0);
 }
+
+#[tokio::test]
+async fn an_interrupted_upload_resumes_where_x_stopped() {
+    let mock = socialpub_x::mock::XMock::start().await;
+    let (publisher, ctx) = publisher_for(
+        &mock,
+        config(&mock).retry_policy(socialpub_core::http::RetryPolicy::none()),
+    );
+    let journal = Arc::new(RecordingJournal::new());
+    let mut ctx = ctx.with_journal(journal.clone());
+    let image = png(300_000, 8); // 5 segments of 64 KiB
+    for _ in 0..3 {
+        mock.faults()
+            .push("media.append", Fault::Delay(Duration::ZERO));
+    }
+    mock.faults().drop_next("media.append", 1);
+    let post = Post::new("resume me").with_media(image.clone());
+    let e = publisher
+        .publish(&mut ctx, &post)
+        .await
+        .expect_err("dropped");
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(mock.posts().is_empty());
+
+    // The next attempt, with the saved checkpoint, sends segments 3 and 4 only.
+    let checkpoint = journal.checkpoints().last().cloned();
+    let mut retry = ctx.clone().with_checkpoint(checkpoint);
+    publisher.publish(&mut retry, &post).await.expect("resumed");
+    assert_eq!(mock.calls("media.initialize"), 1, "the session was resumed");
+    assert_eq!(
+        mock.calls("media.append"),
+        6,
+        "5 segments + the dropped one"
+    );
+    let u = mock.upload(&mock.posts()[0].media_ids[0]).expect("upload");
+    assert_eq!(u.append_calls, vec![1, 1, 1, 1, 1]);
+    assert_eq!(u.sha256.as_deref(), Some(sha256(&image).as_str()));
+}
