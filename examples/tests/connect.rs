@@ -166,3 +166,50 @@ async fn connect_completes_through_the_callback_and_stores_the_token_encrypted()
     assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
     app.store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_authorization_is_a_clear_error_and_stores_nothing() {
+    let listener = connect::bind(0).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let x = XMock::builder()
+        .redirect_uri(format!("http://127.0.0.1:{port}/callback"))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = app_config(&dir.path().join("denied.db"), &EncryptionKey::generate());
+    let app = App::open(&config, x_platform(&config, &x))
+        .await
+        .expect("app");
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<url::Url>();
+    let browser = tokio::spawn(async move {
+        let url = url_rx.await.expect("authorization URL");
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .expect("state");
+        // The user clicked "Cancel": the platform sends the browser back with an error.
+        let back = format!(
+            "http://127.0.0.1:{port}/callback?error=access_denied&error_description=The+user+declined&state={state}"
+        );
+        let answer = reqwest::get(back).await.expect("callback");
+        assert_eq!(answer.status(), 200);
+    });
+    let err = connect::connect(&app, Platform::X, listener, move |url| {
+        let _ = url_tx.send(url.clone());
+    })
+    .await
+    .expect_err("denied");
+    browser.await.expect("browser");
+    assert_eq!(err.kind(), ErrorKind::Platform);
+    assert!(err.message().contains("access_denied"), "{err}");
+    assert!(
+        app.tokens
+            .store()
+            .list("acme")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    app.store.close().await;
+}
