@@ -323,8 +323,17 @@ impl XMockBuilder {
     ///
     /// # Panics
     ///
-    /// If no local port can be bound (a broken test environment).
+    /// If no local port can be bound (a broken test environment); [`XMockBuilder::try_start`]
+    /// returns that as an error instead.
     pub async fn start(self) -> XMock {
+        match self.try_start().await {
+            Ok(mock) => mock,
+            Err(e) => panic!("the X mock could not start: {e}"),
+        }
+    }
+
+    /// Starts the mock on a free port of 127.0.0.1, or says why it could not.
+    pub async fn try_start(self) -> socialpub_core::Result<XMock> {
         let mut data = Data {
             next_id: 1_860_000_000_000_000_000,
             login_as: USER_ID.to_owned(),
@@ -361,20 +370,16 @@ impl XMockBuilder {
             .route("/2/media/upload", get(media_status))
             .route("/2/media/metadata", post(media_metadata))
             .with_state(shared.clone());
-        #[allow(clippy::expect_used)]
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a local port for the X mock");
-        #[allow(clippy::expect_used)]
-        let addr = listener.local_addr().expect("local address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let base = Url::parse(&format!("http://{addr}/"))
+            .map_err(|e| socialpub_core::Error::internal(format!("mock URL: {e}")))?;
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "X mock server stopped");
             }
         });
-        #[allow(clippy::expect_used)]
-        let base = Url::parse(&format!("http://{addr}/")).expect("mock URL");
-        XMock { base, shared, task }
+        Ok(XMock { base, shared, task })
     }
 }
 
