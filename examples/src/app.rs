@@ -101,6 +101,8 @@ pub struct App {
     pub store: Store,
     /// Tokens: sealed in the store, refreshed ahead of expiry.
     pub tokens: Arc<TokenManager>,
+    /// The same tokens as the store keeps them, for re-sealing after a key rotation.
+    pub sealed: Arc<EncryptedTokenStore<Arc<dyn SealedTokenStore>>>,
     /// The platforms configured.
     pub platforms: Platforms,
     /// The scheduler and its workers.
@@ -122,9 +124,8 @@ impl App {
         // Check the key before touching the database: a missing key is the likelier mistake.
         let ring = config.key_ring()?;
         let store = Store::open(&config.store).await?;
-        let sealed: Arc<dyn TokenStore> =
-            Arc::new(EncryptedTokenStore::new(store.sealed_tokens(), ring));
-        let mut manager = TokenManager::builder_arc(sealed);
+        let sealed = Arc::new(EncryptedTokenStore::new(store.sealed_tokens(), ring));
+        let mut manager = TokenManager::builder_arc(sealed.clone() as Arc<dyn TokenStore>);
         for r in platforms.refreshers()? {
             manager = manager.refresher(r);
         }
@@ -139,6 +140,7 @@ impl App {
             tenant: config.tenant.clone(),
             store,
             tokens,
+            sealed,
             platforms,
             engine: tune(builder).build(),
         })

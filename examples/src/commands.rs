@@ -1,5 +1,5 @@
-//! The everyday commands: accounts, post, schedule, run, status, cancel, disconnect, purge,
-//! export. Each takes the assembled [`App`].
+//! The everyday commands: accounts, post, schedule, run, status, cancel, disconnect,
+//! reencrypt, purge, export. Each takes the assembled [`App`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -335,6 +335,14 @@ pub async fn disconnect(app: &App, platform: Platform, account: &str) -> Result<
     } else {
         Err(Error::invalid_input(format!("{key} is not connected")))
     }
+}
+
+/// `reencrypt`: re-seals with the current key every token sealed with an older one (after a
+/// key rotation; see the security guide). Prints how many.
+pub async fn reencrypt(app: &App) -> Result<usize> {
+    let n = app.sealed.reencrypt_all().await?;
+    println!("re-sealed {n} tokens with the current key");
+    Ok(n)
 }
 
 /// `purge`: deletes final deliveries and events older than `older_than`.

@@ -8,7 +8,7 @@
 //! | [`app`] | the store chosen by URL, encrypted tokens, publishers and the scheduling engine |
 //! | [`platforms`] | each adapter's configuration, publisher, refresher and OAuth connector |
 //! | [`connect`] | `connect`: OAuth through a callback server on 127.0.0.1 |
-//! | [`commands`] | `accounts`, `post`, `schedule`, `run`, `status`, `cancel`, `disconnect`, `purge`, `export` |
+//! | [`commands`] | `accounts`, `post`, `schedule`, `run`, `status`, `cancel`, `disconnect`, `reencrypt`, `purge`, `export` |
 //! | [`demo`] | `demo`: the whole flow against the adapters' mocks |
 //! | [`samples`] | sample media for the demo: PNG images and large MP4 files |
 //!

@@ -76,6 +76,8 @@ enum Command {
         /// The account id (see `accounts`).
         account: String,
     },
+    /// Re-seal every token with the current key, after a key rotation.
+    Reencrypt,
     /// Delete finished deliveries and events older than a retention period.
     Purge {
         /// The retention: 90d, 12h, …
@@ -178,6 +180,7 @@ async fn run(cli: Cli) -> Result<bool> {
         Command::Disconnect { platform, account } => commands::disconnect(&app, platform, &account)
             .await
             .map(|()| true)?,
+        Command::Reencrypt => commands::reencrypt(&app).await.map(|_| true)?,
         Command::Purge { older_than } => {
             let retention = commands::parse_duration(&older_than)?;
             commands::purge(&app, retention).await.map(|()| true)?
