@@ -179,3 +179,159 @@ impl<R> Step<R> {
         }
     }
 }
+
+/// A fenced write a [`Batcher`] groups with others into one transaction.
+#[derive(Debug, Clone)]
+pub(crate) enum WriteOp {
+    /// [`crate::schedule::ScheduleStore::transition`], instants already truncated.
+    Transition(Box<crate::schedule::Transition>),
+    /// [`crate::schedule::ScheduleStore::commit_point`], the instant already truncated.
+    CommitPoint {
+        id: uuid::Uuid,
+        fence: i64,
+        at: DateTime<Utc>,
+    },
+}
+
+impl WriteOp {
+    pub(crate) fn id(&self) -> uuid::Uuid {
+        match self {
+            WriteOp::Transition(t) => t.id,
+            WriteOp::CommitPoint { id, .. } => *id,
+        }
+    }
+
+    /// Applies the op to `d` (as the state machine says); `Ok(None)` when stale.
+    pub(crate) fn apply(
+        &self,
+        d: &mut crate::schedule::Delivery,
+    ) -> Result<
+        Option<(
+            Option<crate::schedule::HistoryEntry>,
+            Option<crate::schedule::Event>,
+        )>,
+    > {
+        match self {
+            WriteOp::Transition(t) => {
+                Ok(d.apply_transition(t)?.map(|h| (Some(h), t.event.clone())))
+            }
+            WriteOp::CommitPoint { fence, at, .. } => {
+                Ok(d.apply_commit_point(*fence, *at)?.map(|h| (h, None)))
+            }
+        }
+    }
+}
+
+/// The outcome of one op of a batch.
+pub(crate) type OpResult = Result<crate::schedule::Fenced<crate::schedule::Delivery>>;
+
+/// Writes a batch of ops in one transaction; the per-op results are in the ops' order.
+#[async_trait::async_trait]
+pub(crate) trait BatchWrite: Send + Sync + 'static {
+    async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>>;
+}
+
+/// Applies `ops` in order to the deliveries read for them (`rows`, by id): what each op
+/// returns, and what to write back (each changed delivery once, its history entries and
+/// events in order).
+#[allow(clippy::type_complexity)]
+pub(crate) fn apply_batch(
+    ops: &[WriteOp],
+    mut rows: std::collections::HashMap<uuid::Uuid, crate::schedule::Delivery>,
+) -> (
+    Vec<OpResult>,
+    Vec<crate::schedule::Delivery>,
+    Vec<(String, crate::schedule::HistoryEntry)>,
+    Vec<crate::schedule::Event>,
+) {
+    use crate::schedule::Fenced;
+    let mut results = Vec::with_capacity(ops.len());
+    let mut changed: Vec<uuid::Uuid> = Vec::new();
+    let mut history = Vec::new();
+    let mut events = Vec::new();
+    for op in ops {
+        let Some(d) = rows.get_mut(&op.id()) else {
+            results.push(Ok(Fenced::Stale));
+            continue;
+        };
+        // Apply on a copy, so an op the state machine refuses changes nothing.
+        let mut copy = d.clone();
+        match op.apply(&mut copy) {
+            Ok(None) => results.push(Ok(Fenced::Stale)),
+            Ok(Some((h, e))) => {
+                if let Some(h) = h {
+                    history.push((copy.tenant.clone(), h));
+                }
+                events.extend(e);
+                if !changed.contains(&copy.id) {
+                    changed.push(copy.id);
+                }
+                results.push(Ok(Fenced::Applied(copy.clone())));
+                *d = copy;
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let deliveries = changed.iter().filter_map(|id| rows.remove(id)).collect();
+    (results, deliveries, history, events)
+}
+
+type Pending = (WriteOp, tokio::sync::oneshot::Sender<OpResult>);
+
+/// Group commit for the hot writes (transitions and commit points): concurrent calls are
+/// queued to one task that writes whatever is waiting in a single transaction, then answers
+/// each caller. A caller is answered only after the commit, so each write is exactly as
+/// durable as if it were alone; many deliveries share one commit (and one disk flush)
+/// instead of paying one each. An idle store adds no delay: a lone write is sent at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Batcher {
+    tx: tokio::sync::mpsc::UnboundedSender<Pending>,
+}
+
+/// Most ops in one transaction.
+const MAX_BATCH: usize = 256;
+
+impl Batcher {
+    /// Starts the task on the current runtime; it ends when every clone of the batcher is
+    /// dropped. `None` outside a runtime (callers then write directly).
+    pub(crate) fn start(writer: std::sync::Arc<dyn BatchWrite>) -> Option<Batcher> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+        handle.spawn(async move {
+            let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let ops: Vec<WriteOp> = batch.iter().map(|(op, _)| op.clone()).collect();
+                match writer.write_batch(&ops).await {
+                    Ok(results) => {
+                        for ((_, reply), result) in batch.drain(..).zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, ops = ops.len(), "a batch of writes failed");
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
+                        }
+                    }
+                }
+            }
+        });
+        Some(Batcher { tx })
+    }
+
+    /// Queues `op` and waits for its result. `Err(op)` when the task is gone (its runtime
+    /// shut down) before taking it: the caller writes it directly.
+    pub(crate) async fn submit(&self, op: WriteOp) -> std::result::Result<OpResult, WriteOp> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if let Err(unsent) = self.tx.send((op, reply)) {
+            return Err(unsent.0.0);
+        }
+        Ok(rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Storage,
+                "the store's write task stopped before answering (its runtime shut down); \
+                 the write may or may not have been applied",
+            ))
+        }))
+    }
+}

@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::common::{
-    DELIVERY_COLUMNS, Migration, Step, TERMINAL_STATES, check_not_newer, corrupt, db,
-    due_condition, lease_until, parse_kind, parse_platform, parse_state, to_u32, trunc,
-    trunc_transition,
+    BatchWrite, Batcher, DELIVERY_COLUMNS, Migration, OpResult, Step, TERMINAL_STATES, WriteOp,
+    apply_batch, check_not_newer, corrupt, db, due_condition, lease_until, parse_kind,
+    parse_platform, parse_state, to_u32, trunc, trunc_transition,
 };
 use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -148,6 +148,7 @@ impl PostgresStoreBuilder {
             .map_err(db("cannot read the current schema"))?;
         tracing::debug!(schema = %schema, "connected PostgreSQL store");
         let channel = format!("socialpub_wake_{schema}");
+        let batcher = Batcher::start(Arc::new(BatchWriter { pool: pool.clone() }));
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -156,6 +157,7 @@ impl PostgresStoreBuilder {
                 channel,
                 wake: Arc::new(Notify::new()),
                 listener: OnceLock::new(),
+                batcher,
             }),
         })
     }
@@ -266,6 +268,8 @@ struct Inner {
     /// Fired on a notification from any process, and after local writes.
     wake: Arc<Notify>,
     listener: OnceLock<JoinHandle<()>>,
+    /// Group commit of transitions and commit points.
+    batcher: Option<Batcher>,
 }
 
 impl Drop for Inner {
@@ -699,6 +703,26 @@ impl PostgresStore {
         self.inner.wake.notify_waiters();
     }
 
+    /// A transition or commit point: through the group-commit task, or directly (a batch of
+    /// one) when there is none.
+    async fn write(&self, op: WriteOp) -> Result<Fenced<Delivery>> {
+        let op = match &self.inner.batcher {
+            Some(b) => match b.submit(op).await {
+                Ok(result) => return result,
+                Err(op) => op,
+            },
+            None => op,
+        };
+        let writer = BatchWriter {
+            pool: self.inner.pool.clone(),
+        };
+        writer
+            .write_batch(std::slice::from_ref(&op))
+            .await?
+            .pop()
+            .unwrap_or(Ok(Fenced::Stale))
+    }
+
     /// Starts (once) the task that turns `NOTIFY`s from any process into wake-ups.
     fn ensure_listener(&self) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -710,6 +734,134 @@ impl PostgresStore {
             let wake = Arc::downgrade(&self.inner.wake);
             handle.spawn(listen(options, channel, wake))
         });
+    }
+}
+
+/// Writes batches of transitions and commit points: the rows are locked (in id order, so
+/// concurrent batches cannot deadlock) and written back with their history and events in
+/// one statement, rows passed as JSON: four round trips and one commit per batch.
+struct BatchWriter {
+    pool: PgPool,
+}
+
+fn delivery_json(d: &Delivery) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id,
+        "state": d.state.as_str(),
+        "due_at": d.due_at,
+        "run_at": d.run_at,
+        "attempt": d.attempt,
+        "max_attempts": d.max_attempts,
+        "deadline": d.deadline,
+        "lease_owner": d.lease.as_ref().map(|l| l.owner.as_str()),
+        "lease_expires_at": d.lease.as_ref().map(|l| l.expires_at),
+        "checkpoint": d.checkpoint,
+        "committed_at": d.committed_at,
+        "receipt": d.receipt,
+        "last_error": d.last_error,
+        "had_failure": d.had_failure,
+        "updated_at": d.updated_at,
+    })
+}
+
+fn history_json(tenant: &str, h: &HistoryEntry) -> serde_json::Value {
+    serde_json::json!({
+        "delivery_id": h.delivery_id,
+        "tenant": tenant,
+        "at": h.at,
+        "from_state": h.from.map(|s| s.as_str()),
+        "to_state": h.to.as_str(),
+        "attempt": h.attempt,
+        "worker": h.worker,
+        "error_kind": h.error_kind.map(|k| k.as_str()),
+        "message": h.message,
+    })
+}
+
+fn event_json(e: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": e.id,
+        "tenant": e.tenant,
+        "kind": e.kind.as_str(),
+        "delivery_id": e.delivery_id,
+        "at": e.at,
+        "payload": e,
+    })
+}
+
+#[async_trait]
+impl BatchWrite for BatchWriter {
+    async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+        let mut ids: Vec<Uuid> = ops.iter().map(WriteOp::id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot start a PostgreSQL transaction"))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE id = ANY($1)
+             ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("cannot read deliveries"))?;
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let d = delivery_from_row(row)?;
+            by_id.insert(d.id, d);
+        }
+        let (results, changed, history, events) = apply_batch(ops, by_id);
+        if changed.is_empty() {
+            tx.rollback()
+                .await
+                .map_err(db("cannot end a PostgreSQL transaction"))?;
+            return Ok(results);
+        }
+        let deliveries: Vec<_> = changed.iter().map(delivery_json).collect();
+        let history: Vec<_> = history.iter().map(|(t, h)| history_json(t, h)).collect();
+        let events: Vec<_> = events.iter().map(event_json).collect();
+        sqlx::query(
+            "WITH upd AS (
+                 UPDATE socialpub_deliveries d SET state = j.state, due_at = j.due_at,
+                     run_at = j.run_at, attempt = j.attempt, max_attempts = j.max_attempts,
+                     deadline = j.deadline, lease_owner = j.lease_owner,
+                     lease_expires_at = j.lease_expires_at, checkpoint = j.checkpoint,
+                     committed_at = j.committed_at, receipt = j.receipt,
+                     last_error = j.last_error, had_failure = j.had_failure,
+                     updated_at = j.updated_at
+                 FROM jsonb_to_recordset($1) AS j(id UUID, state TEXT, due_at TIMESTAMPTZ,
+                     run_at TIMESTAMPTZ, attempt INTEGER, max_attempts INTEGER,
+                     deadline TIMESTAMPTZ, lease_owner TEXT, lease_expires_at TIMESTAMPTZ,
+                     checkpoint JSONB, committed_at TIMESTAMPTZ, receipt JSONB,
+                     last_error JSONB, had_failure BOOLEAN, updated_at TIMESTAMPTZ)
+                 WHERE d.id = j.id),
+             hist AS (
+                 INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
+                     attempt, worker, error_kind, message)
+                 SELECT (v ->> 'delivery_id')::UUID, v ->> 'tenant', (v ->> 'at')::TIMESTAMPTZ,
+                     v ->> 'from_state', v ->> 'to_state', (v ->> 'attempt')::INTEGER,
+                     v ->> 'worker', v ->> 'error_kind', v ->> 'message'
+                 FROM jsonb_array_elements($2) WITH ORDINALITY AS h(v, n)
+                 ORDER BY n)
+             INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+             SELECT (v ->> 'event_id')::UUID, v ->> 'tenant', v ->> 'kind',
+                 (v ->> 'delivery_id')::UUID, (v ->> 'at')::TIMESTAMPTZ, v -> 'payload'
+             FROM jsonb_array_elements($3) WITH ORDINALITY AS e(v, n)
+             ORDER BY n",
+        )
+        .bind(Json(&deliveries))
+        .bind(Json(&history))
+        .bind(Json(&events))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot write deliveries"))?;
+        tx.commit()
+            .await
+            .map_err(db("cannot commit a PostgreSQL write"))?;
+        Ok(results)
     }
 }
 
@@ -843,18 +995,9 @@ impl ScheduleStore for PostgresStore {
     }
 
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
-        let t = trunc_transition(transition);
         let out = self
-            .modify(t.id, None, |d| match d.apply_transition(&t)? {
-                None => Ok(Step::unchanged(Fenced::Stale)),
-                Some(h) => Ok(Step::changed(
-                    Fenced::Applied(d.clone()),
-                    Some(h),
-                    t.event.clone(),
-                )),
-            })
+            .write(WriteOp::Transition(Box::new(trunc_transition(transition))))
             .await?;
-        let out = out.unwrap_or(Fenced::Stale);
         if matches!(&out, Fenced::Applied(d) if d.run_at.is_some()) {
             self.wake_local();
         }
@@ -867,15 +1010,12 @@ impl ScheduleStore for PostgresStore {
         fence: i64,
         at: DateTime<Utc>,
     ) -> Result<Fenced<Delivery>> {
-        let at = trunc(at);
-        let out = self
-            .modify(id, None, |d| match d.apply_commit_point(fence, at)? {
-                None => Ok(Step::unchanged(Fenced::Stale)),
-                Some(None) => Ok(Step::changed(Fenced::Applied(d.clone()), None, None)),
-                Some(Some(h)) => Ok(Step::changed(Fenced::Applied(d.clone()), Some(h), None)),
-            })
-            .await?;
-        Ok(out.unwrap_or(Fenced::Stale))
+        self.write(WriteOp::CommitPoint {
+            id,
+            fence,
+            at: trunc(at),
+        })
+        .await
     }
 
     async fn save_checkpoint(

@@ -27,9 +27,10 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::common::{
-    DELIVERY_COLUMNS, Migration, Step, TERMINAL_STATES, check_not_newer, corrupt, db,
-    due_condition, from_json, from_json_opt, from_micros, lease_until, micros, parse_kind,
-    parse_platform, parse_state, to_json, to_json_opt, to_u32, trunc, trunc_transition,
+    BatchWrite, Batcher, DELIVERY_COLUMNS, Migration, OpResult, Step, TERMINAL_STATES, WriteOp,
+    apply_batch, check_not_newer, corrupt, db, due_condition, from_json, from_json_opt,
+    from_micros, lease_until, micros, parse_kind, parse_platform, parse_state, to_json,
+    to_json_opt, to_u32, trunc, trunc_transition,
 };
 use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -151,9 +152,12 @@ impl SqliteStoreBuilder {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer,
+                writer: writer.clone(),
                 reader,
                 wake: Arc::new(Notify::new()),
+                batcher: Batcher::start(Arc::new(BatchWriter {
+                    writer: writer.clone(),
+                })),
             }),
         })
     }
@@ -245,6 +249,8 @@ struct Inner {
     /// Fired after a write that may make something due sooner (this process only: SQLite has
     /// no cross-process signal; other processes find it when they next poll).
     wake: Arc<Notify>,
+    /// Group commit of transitions and commit points.
+    batcher: Option<Batcher>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -629,6 +635,167 @@ impl SqliteStore {
     fn wake(&self) {
         self.inner.wake.notify_waiters();
     }
+
+    /// A transition or commit point: through the group-commit task, or directly (a batch of
+    /// one) when there is none.
+    async fn write(&self, op: WriteOp) -> Result<Fenced<Delivery>> {
+        let op = match &self.inner.batcher {
+            Some(b) => match b.submit(op).await {
+                Ok(result) => return result,
+                Err(op) => op,
+            },
+            None => op,
+        };
+        let writer = BatchWriter {
+            writer: self.inner.writer.clone(),
+        };
+        writer
+            .write_batch(std::slice::from_ref(&op))
+            .await?
+            .pop()
+            .unwrap_or(Ok(Fenced::Stale))
+    }
+}
+
+/// Writes batches of transitions and commit points, each batch in one `BEGIN IMMEDIATE`
+/// transaction of five statements whatever its size: rows are passed as JSON arrays.
+struct BatchWriter {
+    writer: SqlitePool,
+}
+
+fn hex(id: Uuid) -> String {
+    id.simple().to_string()
+}
+
+fn delivery_json(d: &Delivery) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "id": hex(d.id),
+        "state": d.state.as_str(),
+        "due_at": micros(d.due_at),
+        "run_at": d.run_at.map(micros),
+        "attempt": d.attempt,
+        "max_attempts": d.max_attempts,
+        "deadline": d.deadline.map(micros),
+        "lease_owner": d.lease.as_ref().map(|l| l.owner.as_str()),
+        "lease_expires_at": d.lease.as_ref().map(|l| micros(l.expires_at)),
+        "checkpoint": to_json_opt(d.checkpoint.as_ref())?,
+        "committed_at": d.committed_at.map(micros),
+        "receipt": to_json_opt(d.receipt.as_ref())?,
+        "last_error": to_json_opt(d.last_error.as_ref())?,
+        "had_failure": d.had_failure,
+        "updated_at": micros(d.updated_at),
+    }))
+}
+
+fn history_json(tenant: &str, h: &HistoryEntry) -> serde_json::Value {
+    serde_json::json!({
+        "delivery_id": hex(h.delivery_id),
+        "tenant": tenant,
+        "at": micros(h.at),
+        "from": h.from.map(|s| s.as_str()),
+        "to": h.to.as_str(),
+        "attempt": h.attempt,
+        "worker": h.worker,
+        "error_kind": h.error_kind.map(|k| k.as_str()),
+        "message": h.message,
+    })
+}
+
+fn event_json(e: &Event) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "event_id": hex(e.id),
+        "tenant": e.tenant,
+        "kind": e.kind.as_str(),
+        "delivery_id": e.delivery_id.map(hex),
+        "at": micros(e.at),
+        "payload": to_json(e)?,
+    }))
+}
+
+#[async_trait]
+impl BatchWrite for BatchWriter {
+    async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+        let mut ids: Vec<String> = ops.iter().map(|op| hex(op.id())).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db("cannot start a SQLite write transaction"))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+             WHERE id IN (SELECT unhex(value) FROM json_each(?))"
+        ))
+        .bind(to_json(&ids)?)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("cannot read deliveries"))?;
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let d = delivery_from_row(row)?;
+            by_id.insert(d.id, d);
+        }
+        let (results, changed, history, events) = apply_batch(ops, by_id);
+        if !changed.is_empty() {
+            let rows = changed
+                .iter()
+                .map(delivery_json)
+                .collect::<Result<Vec<_>>>()?;
+            sqlx::query(
+                "UPDATE socialpub_deliveries AS d SET
+                     state = j.value ->> 'state', due_at = j.value ->> 'due_at',
+                     run_at = j.value ->> 'run_at', attempt = j.value ->> 'attempt',
+                     max_attempts = j.value ->> 'max_attempts',
+                     deadline = j.value ->> 'deadline',
+                     lease_owner = j.value ->> 'lease_owner',
+                     lease_expires_at = j.value ->> 'lease_expires_at',
+                     checkpoint = j.value ->> 'checkpoint',
+                     committed_at = j.value ->> 'committed_at',
+                     receipt = j.value ->> 'receipt', last_error = j.value ->> 'last_error',
+                     had_failure = j.value ->> 'had_failure',
+                     updated_at = j.value ->> 'updated_at'
+                 FROM json_each(?) AS j
+                 WHERE d.id = unhex(j.value ->> 'id')",
+            )
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot update deliveries"))?;
+        }
+        if !history.is_empty() {
+            let rows: Vec<_> = history.iter().map(|(t, h)| history_json(t, h)).collect();
+            sqlx::query(
+                "INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
+                     attempt, worker, error_kind, message)
+                 SELECT unhex(value ->> 'delivery_id'), value ->> 'tenant', value ->> 'at',
+                     value ->> 'from', value ->> 'to', value ->> 'attempt', value ->> 'worker',
+                     value ->> 'error_kind', value ->> 'message'
+                 FROM json_each(?) ORDER BY key",
+            )
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot append history entries"))?;
+        }
+        if !events.is_empty() {
+            let rows = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
+            sqlx::query(
+                "INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+                 SELECT unhex(value ->> 'event_id'), value ->> 'tenant', value ->> 'kind',
+                     unhex(value ->> 'delivery_id'), value ->> 'at', value ->> 'payload'
+                 FROM json_each(?) ORDER BY key",
+            )
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot append events"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(db("cannot commit a SQLite write"))?;
+        Ok(results)
+    }
 }
 
 #[async_trait]
@@ -715,18 +882,9 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
-        let t = trunc_transition(transition);
         let out = self
-            .modify(t.id, None, |d| match d.apply_transition(&t)? {
-                None => Ok(Step::unchanged(Fenced::Stale)),
-                Some(h) => Ok(Step::changed(
-                    Fenced::Applied(d.clone()),
-                    Some(h),
-                    t.event.clone(),
-                )),
-            })
+            .write(WriteOp::Transition(Box::new(trunc_transition(transition))))
             .await?;
-        let out = out.unwrap_or(Fenced::Stale);
         if matches!(&out, Fenced::Applied(d) if d.run_at.is_some()) {
             self.wake();
         }
@@ -739,15 +897,12 @@ impl ScheduleStore for SqliteStore {
         fence: i64,
         at: DateTime<Utc>,
     ) -> Result<Fenced<Delivery>> {
-        let at = trunc(at);
-        let out = self
-            .modify(id, None, |d| match d.apply_commit_point(fence, at)? {
-                None => Ok(Step::unchanged(Fenced::Stale)),
-                Some(None) => Ok(Step::changed(Fenced::Applied(d.clone()), None, None)),
-                Some(Some(h)) => Ok(Step::changed(Fenced::Applied(d.clone()), Some(h), None)),
-            })
-            .await?;
-        Ok(out.unwrap_or(Fenced::Stale))
+        self.write(WriteOp::CommitPoint {
+            id,
+            fence,
+            at: trunc(at),
+        })
+        .await
     }
 
     async fn save_checkpoint(
@@ -777,6 +932,18 @@ impl ScheduleStore for SqliteStore {
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
         let now = trunc(now);
+        // Workers call this every round: look before taking the write lock.
+        let expired: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM socialpub_deliveries
+             WHERE lease_owner IS NOT NULL AND lease_expires_at <= ? LIMIT 1",
+        )
+        .bind(micros(now))
+        .fetch_optional(&self.inner.reader)
+        .await
+        .map_err(db("cannot look for expired leases"))?;
+        if expired.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin().await?;
         let rows = sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries

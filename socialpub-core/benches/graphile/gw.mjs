@@ -1,0 +1,87 @@
+// Drain benchmark of graphile-worker, for comparison with socialpub's PostgreSQL store.
+//
+//   node gw.mjs <postgres-url> <n> <default|batched>
+//
+// Drops and recreates the `graphile_worker` schema, bulk-adds <n> no-op jobs, then runs a
+// worker with concurrency 10 until the last job's completion is recorded (graphile-worker
+// deletes completed jobs, so: until the jobs table is empty). `batched` adds the local queue
+// (size 200) and batched completion (delays 0), graphile-worker's documented throughput
+// options. Prints one JSON line.
+import pg from "pg";
+import { Logger, run, runMigrations, makeWorkerUtils } from "graphile-worker";
+
+const [url, nArg, mode = "default"] = process.argv.slice(2);
+const n = Number(nArg ?? 100000);
+const concurrency = 10;
+// Quiet: a log line per job would be most of the work measured.
+const logger = new Logger(() => () => {});
+
+const client = new pg.Client({ connectionString: url });
+await client.connect();
+await client.query("DROP SCHEMA IF EXISTS graphile_worker CASCADE");
+await runMigrations({ connectionString: url, logger });
+
+const utils = await makeWorkerUtils({ connectionString: url, logger });
+const t0 = performance.now();
+const chunk = 10000;
+for (let i = 0; i < n; i += chunk) {
+  const specs = [];
+  for (let j = i; j < Math.min(n, i + chunk); j++) {
+    specs.push({ identifier: "noop", payload: { i: j } });
+  }
+  await utils.addJobs(specs);
+}
+const enqueueSecs = (performance.now() - t0) / 1000;
+await utils.release();
+
+let handled = 0;
+let allHandled;
+const handledAll = new Promise((resolve) => (allHandled = resolve));
+const preset =
+  mode === "batched"
+    ? {
+        worker: {
+          localQueue: { size: 200 },
+          completeJobBatchDelay: 0,
+          failJobBatchDelay: 0,
+        },
+      }
+    : {};
+const t1 = performance.now();
+const runner = await run({
+  connectionString: url,
+  concurrency,
+  noHandleSignals: true,
+  pollInterval: 1000,
+  preset,
+  logger,
+  taskList: {
+    noop: async () => {
+      handled += 1;
+      if (handled === n) allHandled();
+    },
+  },
+});
+await handledAll;
+// The last completion is recorded when the job row is gone.
+for (;;) {
+  const { rows } = await client.query(
+    "SELECT count(*)::int AS c FROM graphile_worker._private_jobs",
+  );
+  if (rows[0].c === 0) break;
+  await new Promise((r) => setTimeout(r, 5));
+}
+const drainSecs = (performance.now() - t1) / 1000;
+await runner.stop();
+await client.end();
+console.log(
+  JSON.stringify({
+    queue: "graphile-worker 0.18.0",
+    mode,
+    n,
+    concurrency,
+    enqueue_per_s: Math.round(n / enqueueSecs),
+    drain_per_s: Math.round(n / drainSecs),
+    drain_s: Number(drainSecs.toFixed(2)),
+  }),
+);
