@@ -402,9 +402,18 @@ pub fn describe_event(e: &Event) -> String {
         _ => {}
     }
     if let Some(m) = &e.message {
-        line.push_str(&format!(": {m}"));
+        line.push_str(&format!(": {}", without_details(m)));
     }
     line
+}
+
+/// A message made from an `Error`'s `Display`, without the details it ends with in
+/// parentheses (`(kind=…, status=…)`), for tables and event lines.
+pub fn without_details(message: &str) -> &str {
+    match message.rfind(" (kind=") {
+        Some(i) if message.ends_with(')') => &message[..i],
+        _ => message,
+    }
 }
 
 /// The status table: platform, account, state, remote id or URL, attempts, error.
@@ -445,11 +454,7 @@ pub fn error_cell(d: &Delivery) -> String {
     let Some(e) = &d.last_error else {
         return String::new();
     };
-    // Messages made from an `Error`'s `Display` end with its details in parentheses.
-    let message = match e.message.rfind(" (kind=") {
-        Some(i) if e.message.ends_with(')') => &e.message[..i],
-        _ => e.message.as_str(),
-    };
+    let message = without_details(&e.message);
     if d.state == DeliveryState::Published {
         format!("recovered from: {message} [{}]", e.kind)
     } else {

@@ -249,7 +249,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
                 ));
             }
             Err(e) if matches!(e.kind(), ErrorKind::Validation | ErrorKind::InvalidInput) => {
-                out.line(format!("▸ rejected  {:<22} {e}", p.label));
+                out.line(format!("▸ rejected  {:<22}  {}", p.label, reason(&e)));
                 for t in &p.post.targets {
                     rejected.push((p.label, t.clone(), reason(&e)));
                 }
