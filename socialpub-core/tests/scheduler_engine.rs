@@ -646,20 +646,18 @@ async fn a_slow_worker_whose_lease_expired_cannot_write_on(rig: Rig) {
         "a write with the old fence is refused"
     );
 
-    // It is claimed again (the new claim waits for the account while the slow publish is
-    // in flight); then the slow worker wakes up.
-    rig.clock.advance(secs(61));
-    until("a new claim", || async {
-        rig.get(id)
-            .await
-            .lease
-            .is_some_and(|l| l.fence > slow_fence)
-    })
-    .await;
+    // The slow worker wakes up: its checkpoint and its commit point are refused, so it sends
+    // nothing and writes nothing.
+    let before = rig.get(id).await;
     gate.release();
-    let d = rig.wait_state(id, DeliveryState::Published).await;
     settle().await;
-    assert_eq!(rig.get(id).await, d, "the slow worker changed nothing");
+    assert_eq!(rig.get(id).await, before, "the slow worker changed nothing");
+    assert_eq!(rig.fake.creates(), 0, "the slow worker sent nothing");
+
+    // Another claim publishes it, once.
+    rig.clock.advance(secs(61));
+    let d = rig.wait_state(id, DeliveryState::Published).await;
+    assert!(d.fence > slow_fence, "published under a newer claim");
     assert_eq!(
         rig.fake.creates_for(&id.to_string()),
         1,
@@ -867,6 +865,15 @@ async fn crash_before_the_create_is_published_again_once_lookup_shows_it_absent(
     rig.clock.advance(secs(61));
     let engine = rig.builder().build();
     let handle = engine.start();
+    // Not found right after the crash: the dead worker's create could still land, so the
+    // lookup is repeated once that can no longer happen, and only then is it sent again.
+    until("the first lookup", || async {
+        rig.get(id).await.run_at == Some(t0() + secs(300))
+    })
+    .await;
+    assert_eq!(rig.get(id).await.state, DeliveryState::Unconfirmed);
+    assert_eq!(rig.fake.publish_calls().len(), 0);
+    rig.clock.advance(secs(240));
     let d = rig.wait_state(id, DeliveryState::Published).await;
     assert_eq!(rig.fake.creates_for(&id.to_string()), 1);
     assert!(d.had_failure);
@@ -1202,4 +1209,35 @@ mod sqlite {
         let dir = tempfile::tempdir().expect("tempdir");
         processing_posts_are_polled_without_holding_a_worker_on(rig(&dir).await).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_publish_is_dropped_once_its_lease_is_lost_and_reconciled_by_the_next_owner() {
+    let rig = Rig::new();
+    rig.fake.script("1", [FakeOutcome::Hang { created: true }]);
+    let engine = rig.builder().build();
+    let handle = engine.start();
+    let id = engine
+        .schedule(TENANT, &post("hung", &["1"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    rig.wait_state(id, DeliveryState::Committing).await;
+    until("the create", || async { rig.fake.creates() == 1 }).await;
+    let rescued = rig
+        .store
+        .rescue_expired(rig.now() + secs(61))
+        .await
+        .expect("rescue");
+    assert_eq!(rescued[0].delivery.state, DeliveryState::Unconfirmed);
+    // The hung worker's next renewal finds its lease gone and drops the publish; the delivery
+    // is then reconciled by lookup, not sent again.
+    rig.clock.advance(secs(61));
+    let d = rig.wait_state(id, DeliveryState::Published).await;
+    assert_eq!(d.receipt.map(|r| r.remote_id), Some("fake-1".to_owned()));
+    assert_eq!(rig.fake.creates(), 1);
+    assert!(
+        handle.shutdown_within(Duration::from_secs(5)).await,
+        "no publish is left hanging"
+    );
 }

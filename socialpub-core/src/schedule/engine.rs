@@ -798,7 +798,7 @@ impl Shared {
         let Some(fence) = d.lease.as_ref().map(|l| l.fence) else {
             return;
         };
-        let lost = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(LeaseWatch::default());
         let renewer = tokio::spawn(renew_loop(self.clone(), d.id, fence, lost.clone()));
         let id = d.id;
         let result = match d.state {
@@ -818,7 +818,7 @@ impl Shared {
         }
     }
 
-    fn journal(&self, d: &Delivery, fence: i64, lost: &Arc<AtomicBool>) -> Arc<StoreJournal> {
+    fn journal(&self, d: &Delivery, fence: i64, lost: &Arc<LeaseWatch>) -> Arc<StoreJournal> {
         Arc::new(StoreJournal {
             store: self.store.clone(),
             clock: self.clock.clone(),
@@ -940,7 +940,7 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    async fn publish_step(&self, d: Delivery, lost: &Arc<AtomicBool>) -> Result<()> {
+    async fn publish_step(&self, d: Delivery, lost: &Arc<LeaseWatch>) -> Result<()> {
         let key = d.account();
         let now = self.clock.now();
         if d.attempt > d.max_attempts {
@@ -986,7 +986,7 @@ impl Shared {
         // One publish per account at a time; a delivery waiting here keeps its lease alive.
         let lock = self.account_lock(&key);
         let _account = lock.lock().await;
-        if lost.load(Ordering::SeqCst) {
+        if lost.is_lost() {
             return Ok(());
         }
         if self.stopping.load(Ordering::SeqCst) {
@@ -1034,7 +1034,7 @@ impl Shared {
         let result = self
             .publish_with_refresh(&*publisher, &mut ctx, &d, &journal)
             .await;
-        if lost.load(Ordering::SeqCst) {
+        if lost.is_lost() {
             tracing::info!(delivery = %d.id, "lease lost during the publish; leaving the delivery to its new owner");
             return Ok(());
         }
@@ -1085,6 +1085,10 @@ impl Shared {
         let deadline = self.clock.now() + std_to_chrono(self.publish_timeout);
         let sleep = self.clock.sleep_until(deadline);
         tokio::select! {
+            // Checked first: once another worker owns the delivery, this publish must not take
+            // another step (its owner reconciles anything already sent).
+            biased;
+            () = journal.lost.lost() => Err(lease_lost(journal.id)),
             r = publisher.publish(ctx, post) => r,
             _ = sleep => {
                 // Abandoned before its commit point, nothing was sent; after it, the create
@@ -1210,7 +1214,7 @@ impl Shared {
         }
     }
 
-    async fn poll_step(&self, d: Delivery, lost: &Arc<AtomicBool>) -> Result<()> {
+    async fn poll_step(&self, d: Delivery, lost: &Arc<LeaseWatch>) -> Result<()> {
         let now = self.clock.now();
         let elapsed = d
             .committed_at
@@ -1230,7 +1234,7 @@ impl Shared {
         let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
         let ctx = self.context(&d, self.journal(&d, fence, lost));
         let result = publisher.status(&ctx, &receipt).await;
-        if lost.load(Ordering::SeqCst) {
+        if lost.is_lost() {
             return Ok(());
         }
         let now = self.clock.now();
@@ -1268,7 +1272,7 @@ impl Shared {
         }
     }
 
-    async fn reconcile_step(&self, d: Delivery, lost: &Arc<AtomicBool>) -> Result<()> {
+    async fn reconcile_step(&self, d: Delivery, lost: &Arc<LeaseWatch>) -> Result<()> {
         let now = self.clock.now();
         let since = d.committed_at.unwrap_or(d.updated_at);
         let elapsed = (now - since).to_std().unwrap_or_default();
@@ -1283,7 +1287,7 @@ impl Shared {
         let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
         let ctx = self.context(&d, self.journal(&d, fence, lost));
         let result = publisher.lookup_recent(&ctx, &d.post, since).await;
-        if lost.load(Ordering::SeqCst) {
+        if lost.is_lost() {
             return Ok(());
         }
         let now = self.clock.now();
@@ -1294,6 +1298,17 @@ impl Shared {
                 return self.accepted(&d, receipt, true).await;
             }
             Ok(LookupOutcome::Absent) => {
+                let trusted_from = since + std_to_chrono(self.retry.absent_after.max(self.lease));
+                if now < trusted_from {
+                    let t = Transition::new(&d, DeliveryState::Unconfirmed, now)
+                        .run_at(trusted_from)
+                        .message(format!(
+                            "not found yet; a create still in flight could land until {}: \
+                             looking again then",
+                            trusted_from.to_rfc3339()
+                        ));
+                    return self.write(t).await.map(|_| ());
+                }
                 let t = Transition::new(&d, DeliveryState::RetryWaiting, now)
                     .run_at(now)
                     .message("the lookup shows the post is absent: publishing again");
@@ -1340,7 +1355,7 @@ impl Shared {
     }
 }
 
-async fn renew_loop(shared: Arc<Shared>, id: Uuid, fence: i64, lost: Arc<AtomicBool>) {
+async fn renew_loop(shared: Arc<Shared>, id: Uuid, fence: i64, lost: Arc<LeaseWatch>) {
     let every = shared.lease / 3;
     loop {
         crate::clock::sleep(&*shared.clock, every).await;
@@ -1348,10 +1363,41 @@ async fn renew_loop(shared: Arc<Shared>, id: Uuid, fence: i64, lost: Arc<AtomicB
         match shared.store.renew_lease(id, fence, until).await {
             Ok(true) => {}
             Ok(false) => {
-                lost.store(true, Ordering::SeqCst);
+                lost.lose();
                 return;
             }
             Err(e) => tracing::warn!(delivery = %id, error = %e, "renewing a lease failed"),
+        }
+    }
+}
+
+/// Whether a worker lost its lease on a delivery, and a signal when it does.
+#[derive(Debug, Default)]
+struct LeaseWatch {
+    flag: AtomicBool,
+    signal: Notify,
+}
+
+impl LeaseWatch {
+    fn lose(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.signal.notify_waiters();
+    }
+
+    fn is_lost(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the lease is lost.
+    async fn lost(&self) {
+        loop {
+            let signal = self.signal.notified();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if self.is_lost() {
+                return;
+            }
+            signal.await;
         }
     }
 }
@@ -1363,7 +1409,7 @@ struct StoreJournal {
     clock: Arc<dyn Clock>,
     id: Uuid,
     fence: i64,
-    lost: Arc<AtomicBool>,
+    lost: Arc<LeaseWatch>,
     committed: AtomicBool,
 }
 
@@ -1380,7 +1426,7 @@ fn lease_lost(id: Uuid) -> Error {
 #[async_trait]
 impl PublishJournal for StoreJournal {
     async fn commit_point(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.lost.is_lost() {
             return Err(lease_lost(self.id));
         }
         match self
@@ -1393,14 +1439,14 @@ impl PublishJournal for StoreJournal {
                 Ok(())
             }
             Fenced::Stale => {
-                self.lost.store(true, Ordering::SeqCst);
+                self.lost.lose();
                 Err(lease_lost(self.id))
             }
         }
     }
 
     async fn save_checkpoint(&self, checkpoint: &serde_json::Value) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.lost.is_lost() {
             return Err(lease_lost(self.id));
         }
         match self
@@ -1410,7 +1456,7 @@ impl PublishJournal for StoreJournal {
         {
             Fenced::Applied(()) => Ok(()),
             Fenced::Stale => {
-                self.lost.store(true, Ordering::SeqCst);
+                self.lost.lose();
                 Err(lease_lost(self.id))
             }
         }

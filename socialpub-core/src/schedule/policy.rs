@@ -58,6 +58,12 @@ pub struct RetryPolicy {
     /// How long after the commit lookups that cannot tell keep being retried before the
     /// delivery is left `unconfirmed` for a person (default 1 h).
     pub lookup_window: Duration,
+    /// A lookup that does not find the post is trusted only this long after the commit point
+    /// (default 5 min); before, it is repeated then. A worker that lost its lease may still
+    /// have its create request in flight (slow network, a paused process); this gives it time
+    /// to land or be abandoned, so that re-publishing cannot duplicate it. Keep it above the
+    /// lease and the adapters' request timeouts (the engine never uses less than its lease).
+    pub absent_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -74,6 +80,7 @@ impl Default for RetryPolicy {
             max_processing: Duration::from_secs(24 * 3600),
             lookup_base: Duration::from_secs(30),
             lookup_window: Duration::from_secs(3600),
+            absent_after: Duration::from_secs(300),
         }
     }
 }

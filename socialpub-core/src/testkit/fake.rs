@@ -43,6 +43,12 @@ pub enum FakeOutcome {
     TimeoutWithoutCreate,
     /// Waits at `gate` before the commit point, then publishes: a slow worker.
     Gated(FakeGate),
+    /// Passes the commit point, creates the post if `created`, then never answers (a worker
+    /// that dies or hangs with the create out).
+    Hang {
+        /// Whether the post was created before the hang.
+        created: bool,
+    },
 }
 
 /// A point where a gated publish stops until the test releases it.
@@ -231,6 +237,15 @@ impl FakePublisher {
         r
     }
 
+    /// The create request "on the network": the task may be dropped (a crash) before it is
+    /// sent, or after the platform created the post but before the answer arrives.
+    async fn send_create(&self, ctx: &PublishContext, post: &Post) -> Result<Receipt> {
+        tokio::task::yield_now().await;
+        let receipt = self.create(ctx, post);
+        tokio::task::yield_now().await;
+        Ok(receipt)
+    }
+
     fn error(&self, kind: ErrorKind, message: &str) -> Error {
         Error::new(kind, message)
             .with_platform(self.platform)
@@ -253,11 +268,14 @@ impl FakePublisher {
         match outcome {
             FakeOutcome::Publish => {
                 ctx.commit_point().await?;
-                Ok(self.create(ctx, post))
+                self.send_create(ctx, post).await
             }
             FakeOutcome::Processing => {
                 ctx.commit_point().await?;
-                Ok(self.create(ctx, post).with_state(RemoteState::Processing))
+                Ok(self
+                    .send_create(ctx, post)
+                    .await?
+                    .with_state(RemoteState::Processing))
             }
             FakeOutcome::Fail(kind) => Err(self.error(kind, "scripted failure")),
             FakeOutcome::RateLimited(wait) => Err(self
@@ -283,6 +301,13 @@ impl FakePublisher {
                     ErrorKind::Unconfirmed,
                     "scripted timeout; the create never arrived",
                 ))
+            }
+            FakeOutcome::Hang { created } => {
+                ctx.commit_point().await?;
+                if created {
+                    self.create(ctx, post);
+                }
+                std::future::pending().await
             }
             FakeOutcome::Gated(gate) => {
                 gate.pass().await;
