@@ -1241,3 +1241,36 @@ async fn a_hung_publish_is_dropped_once_its_lease_is_lost_and_reconciled_by_the_
         "no publish is left hanging"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_post_cancels_each_target() {
+    let rig = Rig::new();
+    let engine = rig.builder().build();
+    let s = engine
+        .schedule(
+            TENANT,
+            &post("multi", &["1", "2", "3"]),
+            rig.now() + secs(60),
+        )
+        .await
+        .expect("schedule");
+    let out = engine.cancel_post(TENANT, s.post_id).await.expect("cancel");
+    assert_eq!(out.len(), 3);
+    assert!(
+        out.iter()
+            .all(|(_, o)| matches!(o, CancelOutcome::Cancelled(_)))
+    );
+    assert!(
+        engine
+            .cancel_post("other", s.post_id)
+            .await
+            .expect("cancel")
+            .is_empty(),
+        "scoped by tenant"
+    );
+    let handle = engine.start();
+    rig.clock.advance(secs(120));
+    settle().await;
+    assert_eq!(rig.fake.creates(), 0);
+    handle.shutdown().await;
+}

@@ -132,6 +132,18 @@ pub trait Scheduler: Send + Sync {
 
     /// Deliveries passing `filter`.
     async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
+
+    /// Cancels every delivery of a post (each target on its own: some may be too late).
+    async fn cancel_post(&self, tenant: &str, post_id: Uuid) -> Result<Vec<(Uuid, CancelOutcome)>> {
+        let deliveries = self
+            .list(&DeliveryFilter::tenant(tenant).post(post_id).limit(10_000))
+            .await?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            out.push((d.id, self.cancel(tenant, d.id).await?));
+        }
+        Ok(out)
+    }
 }
 
 /// Builds an [`Engine`].
@@ -365,7 +377,8 @@ impl fmt::Debug for Engine {
     }
 }
 
-/// Stops the workers of a started [`Engine`].
+/// Stops the workers of a started [`Engine`]. Dropping it leaves the workers running until
+/// the runtime stops; call [`EngineHandle::shutdown`] to stop them cleanly.
 pub struct EngineHandle {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,

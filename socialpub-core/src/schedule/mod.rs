@@ -39,7 +39,9 @@
 //!   delivery `unconfirmed`.
 //! - **Never post twice.** An `unconfirmed` delivery is settled with
 //!   [`crate::Publisher::lookup_recent`]: found → `published`; absent → re-queued (the default
-//!   at-most-once policy); unknown or unsupported → it stays `unconfirmed` with a message
+//!   at-most-once policy, once a create still in flight from a worker that lost its lease can
+//!   no longer land: [`policy::RetryPolicy::absent_after`]); unknown or unsupported → it stays
+//!   `unconfirmed` with a message
 //!   saying why, for a person to decide (reschedule to publish again, cancel to give up).
 //!   [`policy::DeliveryPolicy::AtLeastOnce`] re-queues unconfirmed deliveries instead.
 //! - **Cancel and reschedule** are transactional with the delivery: they win while no create
