@@ -648,20 +648,24 @@ fn std_to_chrono(d: Duration) -> chrono::Duration {
 
 async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<bool>) {
     let mut failures: u32 = 0;
+    let mut busy: u32 = 0;
+    let store_wake = shared.store_wake.clone();
     loop {
         if *stop.borrow() {
             return;
         }
         // Register for wake-ups before reading the store, so a schedule that lands between
         // the read and the sleep still wakes this worker.
-        let local = shared.wake.clone();
-        let local = local.notified();
+        let local = shared.wake.notified();
         tokio::pin!(local);
         local.as_mut().enable();
-        let remote = shared.store_wake.clone();
-        let remote = async move {
-            match remote {
-                Some(n) => n.notified().await,
+        let mut remote = store_wake.as_ref().map(|n| Box::pin(n.notified()));
+        if let Some(r) = remote.as_mut() {
+            r.as_mut().enable();
+        }
+        let remote = async {
+            match remote.as_mut() {
+                Some(r) => r.await,
                 None => std::future::pending().await,
             }
         };
@@ -670,6 +674,7 @@ async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<
         match shared.claim_round(&id, &mut stop).await {
             Ok(Round::Full) => {
                 failures = 0;
+                busy = 0;
                 continue;
             }
             Ok(Round::Stopped) => return,
@@ -694,9 +699,18 @@ async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<
             }
         }
         if wake_at <= now {
-            tokio::task::yield_now().await;
+            // Something is due that this round did not take (another worker was faster).
+            // Look again at once, but never spin: a store whose due time and claim disagree
+            // would otherwise keep this loop busy.
+            busy += 1;
+            if busy > 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
             continue;
         }
+        busy = 0;
         let sleep = shared.clock.sleep_until(wake_at);
         tokio::select! {
             _ = &mut local => {}

@@ -73,7 +73,7 @@ pub fn new_post(tenant: &str, accounts: &[&str], due: i64) -> (Vec<Delivery>, Ve
                 post: &post,
                 due_at: at(due),
                 max_attempts: 5,
-                deadline: None,
+                deadline: Some(at(86_400)),
                 now: t0(),
             })
         })
