@@ -166,6 +166,7 @@ pub struct EngineBuilder {
     event_capacity: usize,
     app_quotas: HashMap<Platform, Quota>,
     account_quotas: HashMap<Platform, Quota>,
+    retention: Option<Duration>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -281,6 +282,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Purges final deliveries and outbox events older than `retention` once an hour while
+    /// the engine runs (off by default; [`Engine::purge_older_than`] does it on demand).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         let pacer = Pacer::new(&self.clock, &self.app_quotas, &self.account_quotas);
@@ -310,6 +318,7 @@ impl EngineBuilder {
                 paused: Mutex::new(HashMap::new()),
                 warned: Mutex::new(HashMap::new()),
                 pacer,
+                retention: self.retention,
                 stopping: AtomicBool::new(false),
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -344,6 +353,7 @@ struct Shared {
     /// When each account was last warned about an expiring token.
     warned: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
     pacer: Pacer,
+    retention: Option<Duration>,
     stopping: AtomicBool,
     inflight: AtomicUsize,
     idle: Notify,
@@ -463,6 +473,7 @@ impl Engine {
             event_capacity: 1024,
             app_quotas: HashMap::new(),
             account_quotas: HashMap::new(),
+            retention: None,
         }
     }
 
@@ -481,7 +492,7 @@ impl Engine {
     pub fn start(&self) -> EngineHandle {
         let (stop, stop_rx) = watch::channel(false);
         self.shared.stopping.store(false, Ordering::SeqCst);
-        let workers = (0..self.shared.workers)
+        let mut workers: Vec<JoinHandle<()>> = (0..self.shared.workers)
             .map(|i| {
                 let shared = self.shared.clone();
                 let stop = stop_rx.clone();
@@ -489,6 +500,13 @@ impl Engine {
                 tokio::spawn(worker_loop(shared, id, stop))
             })
             .collect();
+        if let Some(retention) = self.shared.retention {
+            workers.push(tokio::spawn(purge_loop(
+                self.shared.clone(),
+                retention,
+                stop_rx.clone(),
+            )));
+        }
         EngineHandle {
             shared: self.shared.clone(),
             stop,
@@ -1379,6 +1397,28 @@ impl Shared {
             .error(DeliveryError::new(ErrorKind::Unconfirmed, message));
         let t = self.with_event(d, t, EventKind::Unconfirmed);
         self.write(t).await.map(|_| ())
+    }
+}
+
+async fn purge_loop(shared: Arc<Shared>, retention: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let sleep = crate::clock::sleep(&*shared.clock, Duration::from_secs(3600));
+        tokio::select! {
+            _ = sleep => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let before = shared.clock.now() - std_to_chrono(retention);
+        match shared.store.purge(before).await {
+            Ok(r) => tracing::info!(
+                deliveries = r.deliveries,
+                events = r.events,
+                "purged old deliveries and events"
+            ),
+            Err(e) => tracing::warn!(error = %e, "purging old deliveries failed"),
+        }
     }
 }
 
