@@ -276,6 +276,75 @@ async fn drain(kind: Kind, n: usize, cfg: EngineConfig) {
     fresh.finish().await;
 }
 
+/// The store alone, without the engine: claims of `batch`, and for each delivery the three
+/// writes a publish makes (`preparing`, the commit point, `published` with its event), with
+/// `concurrency` deliveries in flight.
+async fn store_drain(kind: Kind, n: usize, batch: usize, concurrency: usize) {
+    use socialpub_core::schedule::{Event, EventKind, Fenced, Transition};
+    let fresh = Fresh::new(kind).await;
+    let all = deliveries(n, Utc::now() - chrono::Duration::seconds(1), "drain");
+    for chunk in all.chunks(1000) {
+        fresh.store.insert(chunk, &[]).await.expect("insert");
+    }
+    drop(all);
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let t = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    loop {
+        let free = permits.available_permits().clamp(1, batch);
+        let claimed = fresh
+            .store
+            .claim_due("bench", Utc::now(), free, Duration::from_secs(60))
+            .await
+            .expect("claim");
+        if claimed.is_empty() {
+            if tasks.len() >= n {
+                break;
+            }
+            tokio::task::yield_now().await;
+            continue;
+        }
+        for d in claimed {
+            let permit = permits.clone().acquire_owned().await.expect("permit");
+            let store = fresh.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let now = Utc::now();
+                let Fenced::Applied(d) = store
+                    .transition(&Transition::new(&d, DeliveryState::Preparing, now))
+                    .await
+                    .expect("preparing")
+                else {
+                    panic!("stale")
+                };
+                let fence = d.lease.as_ref().map_or(0, |l| l.fence);
+                let Fenced::Applied(d) = store
+                    .commit_point(d.id, fence, Utc::now())
+                    .await
+                    .expect("commit point")
+                else {
+                    panic!("stale")
+                };
+                let at = Utc::now();
+                let t = Transition::new(&d, DeliveryState::Published, at)
+                    .event(Event::for_delivery(&d, EventKind::Published, at));
+                assert!(!store.transition(&t).await.expect("published").is_stale());
+                drop(permit);
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "| store-only drain | {} | claim {batch}, {concurrency} in flight | {n} | {:.0}/s | {:.1} s |",
+        kind.label(),
+        n as f64 / secs,
+        secs
+    );
+    fresh.finish().await;
+}
+
 /// `Scheduler::schedule` of `n` single-target posts from 8 concurrent tasks (validation,
 /// one transaction per post, a `scheduled` event each).
 async fn enqueue(kind: Kind, n: usize) {
@@ -566,6 +635,13 @@ fn main() {
             for &k in &kinds {
                 drain(k, n, DEFAULTS).await;
                 drain(k, n, TUNED).await;
+            }
+        }
+        if all || what == "store" {
+            for &k in &kinds {
+                store_drain(k, n, 32, 16).await;
+                store_drain(k, n, 128, 128).await;
+                store_drain(k, n, 256, 512).await;
             }
         }
         if (all || what == "graphile" || what == "drain") && kinds.contains(&Kind::Postgres) {

@@ -26,6 +26,7 @@ use rand::Rng;
 use secrecy::SecretString;
 use socialpub_core::auth::StaticToken;
 use socialpub_core::platform::{Capabilities, Platform, TextCounting, TextRule};
+use socialpub_core::schedule::policy::RetryPolicy;
 use socialpub_core::schedule::{Delivery, Engine, NewDelivery, ScheduleStore};
 use socialpub_core::store::{PostgresStore, SqliteStore};
 use socialpub_core::{
@@ -280,6 +281,15 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The default policy, except that an absent lookup is trusted 3 s after the commit point
+/// (the default waits 5 minutes for a slow create to land; a SIGKILLed worker sends
+/// nothing late, and the workers' publishes take under 0.1 s).
+fn retry_policy() -> RetryPolicy {
+    let mut policy = RetryPolicy::default();
+    policy.absent_after = Duration::from_secs(3);
+    policy
+}
+
 /// Runs a worker engine until killed, when this binary was started as one.
 #[test]
 fn child_worker() {
@@ -323,6 +333,7 @@ fn child_worker() {
         .concurrency(env_u64("SP_CONCURRENCY", 16) as usize)
         .lease(Duration::from_millis(env_u64("SP_LEASE_MS", 1000)))
         .idle_poll(Duration::from_millis(200))
+        .retry(retry_policy())
         .name(name.clone())
         .build();
         let _handle = engine.start();

@@ -1206,11 +1206,14 @@ impl ScheduleStore for SqliteStore {
 
     async fn delete_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM socialpub_history WHERE tenant = ?")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot delete a tenant's history"))?;
+        sqlx::query(
+            "DELETE FROM socialpub_history WHERE delivery_id IN (
+                 SELECT id FROM socialpub_deliveries WHERE tenant = ?)",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot delete a tenant's history"))?;
         let n = sqlx::query("DELETE FROM socialpub_deliveries WHERE tenant = ?")
             .bind(tenant)
             .execute(&mut *tx)
