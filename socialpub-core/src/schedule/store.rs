@@ -233,9 +233,11 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn delete_tenant(&self, tenant: &str) -> Result<u64>;
 
     /// A notifier the store fires when something became due sooner than workers may expect
-    /// (e.g. a PostgreSQL `LISTEN` on another process's inserts). The engine wakes on it in
-    /// addition to its own in-process notifications. `None` (the default) when the store
-    /// has no such signal.
+    /// (e.g. a PostgreSQL `LISTEN` on another process's inserts). Fire it with
+    /// [`Notify::notify_waiters`]: every sleeping worker wakes and reads
+    /// [`ScheduleStore::next_due_at`] again (workers register before reading the store, so
+    /// no signal is lost). The engine wakes on it in addition to its own in-process
+    /// notifications. `None` (the default) when the store has no such signal.
     fn wakeups(&self) -> Option<Arc<Notify>> {
         None
     }
