@@ -122,10 +122,13 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
         retry.poll_cap = Duration::from_secs(1);
         retry.lookup_base = Duration::from_millis(500);
         retry.lookup_window = Duration::from_secs(20);
+        // An absent post is trusted once no create from a lost lease can still land: after
+        // the lease (here 5 s) and `absent_after`.
+        retry.absent_after = Duration::from_secs(2);
         for p in wrapped {
             b = b.publisher(p);
         }
-        b.workers(2).retry(retry)
+        b.workers(2).lease(Duration::from_secs(5)).retry(retry)
     })
     .await?;
 
