@@ -712,89 +712,105 @@ fn event_json(e: &Event) -> Result<serde_json::Value> {
     }))
 }
 
+/// Runs `f` on the writer connection; when it fails, ends whatever transaction it left open
+/// (the statements below begin and commit their own, to spare round trips to SQLite's thread).
+async fn on_writer<T>(
+    pool: &SqlitePool,
+    f: impl for<'c> FnOnce(
+        &'c mut SqliteConnection,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>,
+    >,
+) -> Result<T> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(db("cannot get the SQLite writer connection"))?;
+    let result = f(&mut conn).await;
+    if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+        // "No transaction is active" is the usual answer; if it was anything else, the
+        // connection's state is unknown: do not reuse it.
+        conn.close_on_drop();
+    }
+    result
+}
+
+/// Writes changed deliveries, history entries and events (JSON arrays; empty ones write
+/// nothing) and commits, in one call to SQLite's thread.
+const WRITE_AND_COMMIT: &str = "
+    UPDATE socialpub_deliveries AS d SET
+        state = j.value ->> 'state', due_at = j.value ->> 'due_at',
+        run_at = j.value ->> 'run_at', attempt = j.value ->> 'attempt',
+        max_attempts = j.value ->> 'max_attempts', deadline = j.value ->> 'deadline',
+        lease_owner = j.value ->> 'lease_owner',
+        lease_expires_at = j.value ->> 'lease_expires_at',
+        checkpoint = j.value ->> 'checkpoint', committed_at = j.value ->> 'committed_at',
+        receipt = j.value ->> 'receipt', last_error = j.value ->> 'last_error',
+        had_failure = j.value ->> 'had_failure', updated_at = j.value ->> 'updated_at'
+    FROM json_each(?1) AS j
+    WHERE d.id = unhex(j.value ->> 'id');
+    INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state, attempt,
+        worker, error_kind, message)
+    SELECT unhex(value ->> 'delivery_id'), value ->> 'tenant', value ->> 'at',
+        value ->> 'from', value ->> 'to', value ->> 'attempt', value ->> 'worker',
+        value ->> 'error_kind', value ->> 'message'
+    FROM json_each(?2) ORDER BY key;
+    INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+    SELECT unhex(value ->> 'event_id'), value ->> 'tenant', value ->> 'kind',
+        unhex(value ->> 'delivery_id'), value ->> 'at', value ->> 'payload'
+    FROM json_each(?3) ORDER BY key;
+    COMMIT";
+
 #[async_trait]
 impl BatchWrite for BatchWriter {
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         let mut ids: Vec<String> = ops.iter().map(|op| hex(op.id())).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("cannot start a SQLite write transaction"))?;
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
-             WHERE id IN (SELECT unhex(value) FROM json_each(?))"
-        ))
-        .bind(to_json(&ids)?)
-        .fetch_all(&mut *tx)
+        let ids = to_json(&ids)?;
+        let ops = ops.to_vec();
+        on_writer(&self.writer, move |conn| {
+            Box::pin(async move {
+                // Two calls in all: lock and read, then write and commit.
+                let rows = sqlx::query(&format!(
+                    "BEGIN IMMEDIATE;
+                     SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+                     WHERE id IN (SELECT unhex(value) FROM json_each(?1))"
+                ))
+                .bind(ids)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("cannot read deliveries"))?;
+                let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let d = delivery_from_row(row)?;
+                    by_id.insert(d.id, d);
+                }
+                let (results, changed, history, events) = apply_batch(&ops, by_id);
+                if changed.is_empty() {
+                    sqlx::query("COMMIT")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db("cannot end a SQLite transaction"))?;
+                    return Ok(results);
+                }
+                let deliveries = changed
+                    .iter()
+                    .map(delivery_json)
+                    .collect::<Result<Vec<_>>>()?;
+                let history: Vec<_> = history.iter().map(|(t, h)| history_json(t, h)).collect();
+                let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
+                sqlx::query(WRITE_AND_COMMIT)
+                    .bind(to_json(&deliveries)?)
+                    .bind(to_json(&history)?)
+                    .bind(to_json(&events)?)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("cannot write deliveries"))?;
+                Ok(results)
+            })
+        })
         .await
-        .map_err(db("cannot read deliveries"))?;
-        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let d = delivery_from_row(row)?;
-            by_id.insert(d.id, d);
-        }
-        let (results, changed, history, events) = apply_batch(ops, by_id);
-        if !changed.is_empty() {
-            let rows = changed
-                .iter()
-                .map(delivery_json)
-                .collect::<Result<Vec<_>>>()?;
-            sqlx::query(
-                "UPDATE socialpub_deliveries AS d SET
-                     state = j.value ->> 'state', due_at = j.value ->> 'due_at',
-                     run_at = j.value ->> 'run_at', attempt = j.value ->> 'attempt',
-                     max_attempts = j.value ->> 'max_attempts',
-                     deadline = j.value ->> 'deadline',
-                     lease_owner = j.value ->> 'lease_owner',
-                     lease_expires_at = j.value ->> 'lease_expires_at',
-                     checkpoint = j.value ->> 'checkpoint',
-                     committed_at = j.value ->> 'committed_at',
-                     receipt = j.value ->> 'receipt', last_error = j.value ->> 'last_error',
-                     had_failure = j.value ->> 'had_failure',
-                     updated_at = j.value ->> 'updated_at'
-                 FROM json_each(?) AS j
-                 WHERE d.id = unhex(j.value ->> 'id')",
-            )
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot update deliveries"))?;
-        }
-        if !history.is_empty() {
-            let rows: Vec<_> = history.iter().map(|(t, h)| history_json(t, h)).collect();
-            sqlx::query(
-                "INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
-                     attempt, worker, error_kind, message)
-                 SELECT unhex(value ->> 'delivery_id'), value ->> 'tenant', value ->> 'at',
-                     value ->> 'from', value ->> 'to', value ->> 'attempt', value ->> 'worker',
-                     value ->> 'error_kind', value ->> 'message'
-                 FROM json_each(?) ORDER BY key",
-            )
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot append history entries"))?;
-        }
-        if !events.is_empty() {
-            let rows = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
-            sqlx::query(
-                "INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-                 SELECT unhex(value ->> 'event_id'), value ->> 'tenant', value ->> 'kind',
-                     unhex(value ->> 'delivery_id'), value ->> 'at', value ->> 'payload'
-                 FROM json_each(?) ORDER BY key",
-            )
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot append events"))?;
-        }
-        tx.commit()
-            .await
-            .map_err(db("cannot commit a SQLite write"))?;
-        Ok(results)
     }
 }
 
@@ -834,10 +850,11 @@ impl ScheduleStore for SqliteStore {
         }
         let now = trunc(now);
         let until = lease_until(now, lease);
-        let mut tx = self.begin().await?;
-        // One statement; the `socialpub_claim_history` trigger writes the history rows.
-        let rows = sqlx::query(&format!(
-            "UPDATE socialpub_deliveries SET
+        // One statement inside `BEGIN IMMEDIATE … COMMIT`, sent as one call; the
+        // `socialpub_claim_history` trigger writes the history rows.
+        let sql = format!(
+            "BEGIN IMMEDIATE;
+             UPDATE socialpub_deliveries SET
                  claimed_due_at = run_at, fence = fence + 1, lease_owner = ?1,
                  lease_expires_at = ?2, run_at = NULL, updated_at = ?3,
                  state = CASE WHEN state IN ('scheduled', 'retry_waiting') THEN 'claimed'
@@ -847,17 +864,24 @@ impl ScheduleStore for SqliteStore {
              WHERE id IN (SELECT id FROM socialpub_deliveries
                           WHERE {} AND run_at <= ?3
                           ORDER BY run_at, id LIMIT ?4)
-             RETURNING {DELIVERY_COLUMNS}, claimed_due_at",
+             RETURNING {DELIVERY_COLUMNS}, claimed_due_at;
+             COMMIT",
             due_condition!()
-        ))
-        .bind(worker)
-        .bind(micros(until))
-        .bind(micros(now))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("cannot claim deliveries"))?;
-        tx.commit().await.map_err(db("cannot commit a claim"))?;
+        );
+        let worker = worker.to_owned();
+        let rows = on_writer(&self.inner.writer, move |conn| {
+            Box::pin(async move {
+                sqlx::query(&sql)
+                    .bind(worker)
+                    .bind(micros(until))
+                    .bind(micros(now))
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db("cannot claim deliveries"))
+            })
+        })
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let order: Option<i64> = col(row, "claimed_due_at")?;
