@@ -475,42 +475,6 @@ fn event_from_row(row: &SqliteRow) -> Result<OutboxEvent> {
     })
 }
 
-async fn insert_delivery(conn: &mut SqliteConnection, d: &Delivery) -> Result<()> {
-    sqlx::query(concat!(
-        "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post, ",
-        "state, due_at, run_at, attempt, max_attempts, deadline, fence, lease_owner, ",
-        "lease_expires_at, checkpoint, committed_at, receipt, last_error, had_failure, ",
-        "created_at, updated_at) ",
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(d.id)
-    .bind(d.post_id)
-    .bind(&d.tenant)
-    .bind(d.target.platform.as_str())
-    .bind(&d.target.account_id)
-    .bind(to_json(&d.post)?)
-    .bind(d.state.as_str())
-    .bind(micros(d.due_at))
-    .bind(d.run_at.map(micros))
-    .bind(i64::from(d.attempt))
-    .bind(i64::from(d.max_attempts))
-    .bind(d.deadline.map(micros))
-    .bind(d.fence)
-    .bind(d.lease.as_ref().map(|l| l.owner.as_str()))
-    .bind(d.lease.as_ref().map(|l| micros(l.expires_at)))
-    .bind(to_json_opt(d.checkpoint.as_ref())?)
-    .bind(d.committed_at.map(micros))
-    .bind(to_json_opt(d.receipt.as_ref())?)
-    .bind(to_json_opt(d.last_error.as_ref())?)
-    .bind(d.had_failure)
-    .bind(micros(d.created_at))
-    .bind(micros(d.updated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db("cannot insert a delivery"))?;
-    Ok(())
-}
-
 /// Writes back everything a transition may change. The fence is left alone: only a claim
 /// changes it (and fires the claim's history trigger).
 async fn update_delivery(conn: &mut SqliteConnection, d: &Delivery) -> Result<()> {
@@ -735,6 +699,33 @@ async fn on_writer<T>(
     result
 }
 
+/// Inserts new deliveries, their first history entries and their events (JSON arrays) and
+/// commits, in one call to SQLite's thread.
+const INSERT_AND_COMMIT: &str = "
+    BEGIN IMMEDIATE;
+    INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post, state,
+        due_at, run_at, attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
+        checkpoint, committed_at, receipt, last_error, had_failure, created_at, updated_at)
+    SELECT unhex(value ->> 'id'), unhex(value ->> 'post_id'), value ->> 'tenant',
+        value ->> 'platform', value ->> 'account_id', value ->> 'post', value ->> 'state',
+        value ->> 'due_at', value ->> 'run_at', value ->> 'attempt', value ->> 'max_attempts',
+        value ->> 'deadline', value ->> 'fence', value ->> 'lease_owner',
+        value ->> 'lease_expires_at', value ->> 'checkpoint', value ->> 'committed_at',
+        value ->> 'receipt', value ->> 'last_error', value ->> 'had_failure',
+        value ->> 'created_at', value ->> 'updated_at'
+    FROM json_each(?1) ORDER BY key;
+    INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state, attempt,
+        worker, error_kind, message)
+    SELECT unhex(value ->> 'delivery_id'), value ->> 'tenant', value ->> 'at',
+        value ->> 'from', value ->> 'to', value ->> 'attempt', value ->> 'worker',
+        value ->> 'error_kind', value ->> 'message'
+    FROM json_each(?2) ORDER BY key;
+    INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+    SELECT unhex(value ->> 'event_id'), value ->> 'tenant', value ->> 'kind',
+        unhex(value ->> 'delivery_id'), value ->> 'at', value ->> 'payload'
+    FROM json_each(?3) ORDER BY key;
+    COMMIT";
+
 /// Writes changed deliveries, history entries and events (JSON arrays; empty ones write
 /// nothing) and commits, in one call to SQLite's thread.
 const WRITE_AND_COMMIT: &str = "
@@ -817,23 +808,44 @@ impl BatchWrite for BatchWriter {
 #[async_trait]
 impl ScheduleStore for SqliteStore {
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut rows = Vec::with_capacity(deliveries.len());
+        let mut history = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            insert_delivery(&mut tx, d).await.map_err(|e| {
-                if e.to_string().contains("UNIQUE") {
-                    Error::invalid_input(format!("delivery {} already exists", d.id))
-                } else {
-                    e
-                }
-            })?;
-            insert_history(&mut tx, &d.tenant, &d.inserted_entry()).await?;
+            let mut row = delivery_json(d)?;
+            if let Some(o) = row.as_object_mut() {
+                o.insert("post_id".into(), hex(d.post_id).into());
+                o.insert("tenant".into(), d.tenant.clone().into());
+                o.insert("platform".into(), d.target.platform.as_str().into());
+                o.insert("account_id".into(), d.target.account_id.clone().into());
+                o.insert("post".into(), to_json(&d.post)?.into());
+                o.insert("fence".into(), d.fence.into());
+                o.insert("created_at".into(), micros(d.created_at).into());
+            }
+            rows.push(row);
+            history.push(history_json(&d.tenant, &d.inserted_entry()));
         }
-        for e in events {
-            insert_event(&mut tx, e).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(db("cannot commit new deliveries"))?;
+        let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
+        let (rows, history, events) = (to_json(&rows)?, to_json(&history)?, to_json(&events)?);
+        on_writer(&self.inner.writer, move |conn| {
+            Box::pin(async move {
+                sqlx::query(INSERT_AND_COMMIT)
+                    .bind(rows)
+                    .bind(history)
+                    .bind(events)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        if e.as_database_error()
+                            .is_some_and(|d| d.is_unique_violation())
+                        {
+                            Error::invalid_input("a delivery with one of these ids already exists")
+                        } else {
+                            Error::storage(format!("cannot insert deliveries: {e}"), e)
+                        }
+                    })
+            })
+        })
+        .await?;
         self.wake();
         Ok(())
     }
