@@ -493,50 +493,6 @@ fn int(column: &str, v: u32) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::invalid_input(format!("{column} {v} is too large")))
 }
 
-async fn insert_delivery(conn: &mut PgConnection, d: &Delivery) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post,
-             state, due_at, run_at, attempt, max_attempts, deadline, fence, lease_owner,
-             lease_expires_at, checkpoint, committed_at, receipt, last_error, had_failure,
-             created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19, $20, $21, $22)",
-    )
-    .bind(d.id)
-    .bind(d.post_id)
-    .bind(&d.tenant)
-    .bind(d.target.platform.as_str())
-    .bind(&d.target.account_id)
-    .bind(Json(&d.post))
-    .bind(d.state.as_str())
-    .bind(d.due_at)
-    .bind(d.run_at)
-    .bind(int("attempt", d.attempt)?)
-    .bind(int("max_attempts", d.max_attempts)?)
-    .bind(d.deadline)
-    .bind(d.fence)
-    .bind(d.lease.as_ref().map(|l| l.owner.as_str()))
-    .bind(d.lease.as_ref().map(|l| l.expires_at))
-    .bind(d.checkpoint.as_ref().map(Json))
-    .bind(d.committed_at)
-    .bind(d.receipt.as_ref().map(Json))
-    .bind(d.last_error.as_ref().map(Json))
-    .bind(d.had_failure)
-    .bind(d.created_at)
-    .bind(d.updated_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        if let sqlx::Error::Database(dbe) = &e
-            && dbe.is_unique_violation()
-        {
-            return Error::invalid_input(format!("delivery {} already exists", d.id));
-        }
-        Error::storage(format!("cannot insert a delivery: {e}"), e)
-    })?;
-    Ok(())
-}
-
 /// Writes back everything a transition may change, with its history entries and events, in
 /// one statement.
 async fn write_step(
@@ -908,18 +864,74 @@ async fn listen(options: PgConnectOptions, channel: String, wake: Weak<Notify>) 
 #[async_trait]
 impl ScheduleStore for PostgresStore {
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut rows = Vec::with_capacity(deliveries.len());
+        let mut history = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            insert_delivery(&mut tx, d).await?;
-            insert_history(&mut tx, &d.tenant, &d.inserted_entry()).await?;
+            let mut row = delivery_json(d);
+            if let Some(o) = row.as_object_mut() {
+                o.insert("post_id".into(), serde_json::json!(d.post_id));
+                o.insert("tenant".into(), d.tenant.clone().into());
+                o.insert("platform".into(), d.target.platform.as_str().into());
+                o.insert("account_id".into(), d.target.account_id.clone().into());
+                o.insert("post".into(), serde_json::json!(d.post));
+                o.insert("fence".into(), d.fence.into());
+                o.insert("created_at".into(), serde_json::json!(d.created_at));
+            }
+            rows.push(row);
+            history.push(history_json(&d.tenant, &d.inserted_entry()));
         }
-        for e in events {
-            insert_event(&mut tx, e).await?;
-        }
-        self.notify_in(&mut tx).await?;
-        tx.commit()
-            .await
-            .map_err(db("cannot commit new deliveries"))?;
+        let events: Vec<_> = events.iter().map(event_json).collect();
+        // One statement (so one transaction and one round trip): the rows, their first
+        // history entries, their events, and the wake-up of other processes' workers.
+        sqlx::query(
+            "WITH ins AS (
+                 INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
+                     post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
+                     lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
+                     last_error, had_failure, created_at, updated_at)
+                 SELECT id, post_id, tenant, platform, account_id, post, state, due_at, run_at,
+                     attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
+                     checkpoint, committed_at, receipt, last_error, had_failure, created_at,
+                     updated_at
+                 FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
+                     platform TEXT, account_id TEXT, post JSONB, state TEXT,
+                     due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
+                     max_attempts INTEGER, deadline TIMESTAMPTZ, fence BIGINT,
+                     lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSONB,
+                     committed_at TIMESTAMPTZ, receipt JSONB, last_error JSONB,
+                     had_failure BOOLEAN, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)
+                 RETURNING 1),
+             hist AS (
+                 INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
+                     attempt, worker, error_kind, message)
+                 SELECT (v ->> 'delivery_id')::UUID, v ->> 'tenant', (v ->> 'at')::TIMESTAMPTZ,
+                     v ->> 'from_state', v ->> 'to_state', (v ->> 'attempt')::INTEGER,
+                     v ->> 'worker', v ->> 'error_kind', v ->> 'message'
+                 FROM jsonb_array_elements($2) WITH ORDINALITY AS h(v, n)
+                 ORDER BY n),
+             ev AS (
+                 INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+                 SELECT (v ->> 'event_id')::UUID, v ->> 'tenant', v ->> 'kind',
+                     (v ->> 'delivery_id')::UUID, (v ->> 'at')::TIMESTAMPTZ, v -> 'payload'
+                 FROM jsonb_array_elements($3) WITH ORDINALITY AS e(v, n)
+                 ORDER BY n)
+             SELECT pg_notify($4, '') FROM (SELECT count(*) FROM ins) c",
+        )
+        .bind(Json(&rows))
+        .bind(Json(&history))
+        .bind(Json(&events))
+        .bind(&self.inner.channel)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|e| {
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation())
+            {
+                Error::invalid_input("a delivery with one of these ids already exists")
+            } else {
+                Error::storage(format!("cannot insert deliveries: {e}"), e)
+            }
+        })?;
         self.wake_local();
         Ok(())
     }
