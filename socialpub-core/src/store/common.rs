@@ -1,7 +1,9 @@
 //! What the SQL stores share: embedded migrations, error mapping, time and JSON helpers.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "sqlite")]
 use serde::Serialize;
+#[cfg(feature = "sqlite")]
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -47,21 +49,25 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     )
 }
 
+#[cfg(feature = "sqlite")]
 /// `value` as JSON text.
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::internal(format!("JSON encoding failed: {e}")))
 }
 
+#[cfg(feature = "sqlite")]
 /// `value` as JSON text, when present.
 pub(crate) fn to_json_opt<T: Serialize>(value: Option<&T>) -> Result<Option<String>> {
     value.map(to_json).transpose()
 }
 
+#[cfg(feature = "sqlite")]
 /// Parses JSON text read from a column.
 pub(crate) fn from_json<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| corrupt(format!("column {column}: {e}")))
 }
 
+#[cfg(feature = "sqlite")]
 /// Parses optional JSON text read from a column.
 pub(crate) fn from_json_opt<T: DeserializeOwned>(
     column: &str,
@@ -70,11 +76,13 @@ pub(crate) fn from_json_opt<T: DeserializeOwned>(
     text.map(|t| from_json(column, t)).transpose()
 }
 
+#[cfg(feature = "sqlite")]
 /// An instant as integer microseconds since the Unix epoch (how SQLite keeps times).
 pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
+#[cfg(feature = "sqlite")]
 /// Microseconds since the Unix epoch as an instant.
 pub(crate) fn from_micros(column: &str, us: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(format!("column {column}: {us}")))
