@@ -36,8 +36,9 @@ if ! command -v pg_lsclusters >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/
   log "installing PostgreSQL from the Debian archive"
   as_root apt-get update -q
   # policy-rc.d-less containers may fail to start the service during install; we start it below.
+  # The package's postinst may start a server too: it must not inherit fd 3 either.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    postgresql postgresql-client
+    postgresql postgresql-client 3>&- </dev/null
 fi
 
 # The newest installed major version.
@@ -59,7 +60,9 @@ STATUS="$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" { prin
 if [ "$STATUS" != "online" ]; then
   log "starting cluster $VERSION/main on port $PORT"
   # pg_ctlcluster drops to the cluster owner; PostgreSQL itself refuses to run as root.
-  as_root pg_ctlcluster "$VERSION" main start
+  # Close fd 3 (the caller's stdout, often a `$(...)` pipe) for the server: a postmaster that
+  # inherits it keeps the pipe open for its whole life and the caller's substitution never ends.
+  as_root pg_ctlcluster "$VERSION" main start 3>&- </dev/null
 fi
 
 for _ in $(seq 1 60); do
