@@ -620,10 +620,7 @@ pub async fn cancel_and_reschedule(store: &dyn ScheduleStore) {
             assert_eq!(d.due_at, at(5));
             assert_eq!(d.run_at, Some(at(5)));
             assert_eq!(d.state, DeliveryState::Scheduled);
-            assert_eq!(
-                store.get("t", s.id).await.expect("get").as_ref(),
-                Some(&*d)
-            );
+            assert_eq!(store.get("t", s.id).await.expect("get").as_ref(), Some(&*d));
         }
         other => panic!("a scheduled delivery reschedules: {other:?}"),
     }
