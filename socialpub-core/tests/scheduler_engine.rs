@@ -183,10 +183,10 @@ async fn publishes_at_the_due_time_and_not_before_on(rig: Rig) {
             vec![
                 DeliveryState::Scheduled,
                 DeliveryState::Claimed,
-                DeliveryState::Preparing,
                 DeliveryState::Committing,
                 DeliveryState::Published
-            ]
+            ],
+            "nothing to prepare: claimed, then committing at the commit point"
         );
         assert_eq!(rig.fake.creates_for(&id.to_string()), 1);
     }
@@ -608,6 +608,42 @@ async fn at_most_one_publish_in_flight_per_account() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preparing_is_recorded_with_the_first_checkpoint() {
+    preparing_is_recorded_with_the_first_checkpoint_on(Rig::new()).await;
+}
+
+async fn preparing_is_recorded_with_the_first_checkpoint_on(rig: Rig) {
+    // The gated fake saves a checkpoint after the gate (an upload done), then commits.
+    let gate = FakeGate::new();
+    rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
+    let engine = rig.builder().workers(1).build();
+    let handle = engine.start();
+    let id = engine
+        .schedule(TENANT, &post("with media", &["1"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    gate.entered().await;
+    assert_eq!(rig.get(id).await.state, DeliveryState::Claimed);
+    gate.release();
+    let d = rig.wait_state(id, DeliveryState::Published).await;
+    assert_eq!(d.checkpoint, Some(serde_json::json!({"stage": "uploaded"})));
+    let h = engine.history(TENANT, id).await.expect("history");
+    assert_eq!(
+        path(&h),
+        vec![
+            DeliveryState::Scheduled,
+            DeliveryState::Claimed,
+            DeliveryState::Preparing,
+            DeliveryState::Committing,
+            DeliveryState::Published
+        ]
+    );
+    assert_eq!(rig.fake.creates_for(&id.to_string()), 1);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_worker_whose_lease_expired_cannot_write() {
     a_slow_worker_whose_lease_expired_cannot_write_on(Rig::new()).await;
 }
@@ -624,7 +660,7 @@ async fn a_slow_worker_whose_lease_expired_cannot_write_on(rig: Rig) {
         .deliveries[0];
     gate.entered().await;
     let held = rig.get(id).await;
-    assert_eq!(held.state, DeliveryState::Preparing);
+    assert_eq!(held.state, DeliveryState::Claimed);
     let slow_fence = held.lease.as_ref().map(|l| l.fence).expect("lease");
 
     // The slow worker's renewals stop reaching the store (a stall, a partition): its lease
@@ -669,9 +705,8 @@ async fn a_slow_worker_whose_lease_expired_cannot_write_on(rig: Rig) {
     );
     let h = engine.history(TENANT, id).await.expect("history");
     assert!(
-        h.iter().any(
-            |e| e.from == Some(DeliveryState::Preparing) && e.to == DeliveryState::RetryWaiting
-        ),
+        h.iter()
+            .any(|e| e.from == Some(DeliveryState::Claimed) && e.to == DeliveryState::RetryWaiting),
         "the rescue is in the history: {h:?}"
     );
     handle.shutdown().await;
@@ -1178,6 +1213,12 @@ mod sqlite {
     async fn publishes_at_the_due_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         publishes_at_the_due_time_and_not_before_on(rig(&dir).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn preparing_with_the_first_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        preparing_is_recorded_with_the_first_checkpoint_on(rig(&dir).await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,9 +26,11 @@ use crate::publish::Receipt;
 pub enum DeliveryState {
     /// Waiting for its due time.
     Scheduled,
-    /// Taken by a worker under a lease; nothing sent yet.
+    /// Taken by a worker under a lease; nothing created yet (the publish may have started:
+    /// tokens, validation).
     Claimed,
-    /// The worker validates, refreshes tokens and uploads media (all retryable).
+    /// The publish saved a checkpoint before its commit point: media is being uploaded (all
+    /// retryable). A publish with nothing to prepare goes from `claimed` to `committing`.
     Preparing,
     /// The request creating the post is about to go out or is out: recorded durably by
     /// [`crate::PublishContext::commit_point`] before it is sent.
@@ -119,9 +121,20 @@ impl DeliveryState {
     pub fn may_become(self, to: DeliveryState) -> bool {
         use DeliveryState::*;
         match self {
+            // A publish with nothing to prepare goes from `claimed` to its outcome (through
+            // the commit point, which moves it to `committing`, when the publisher keeps the
+            // contract).
             Claimed => matches!(
                 to,
-                Scheduled | Preparing | RetryWaiting | Failed | NeedsReauth
+                Scheduled
+                    | Preparing
+                    | Committing
+                    | Published
+                    | Processing
+                    | RetryWaiting
+                    | Failed
+                    | NeedsReauth
+                    | Unconfirmed
             ),
             Preparing => matches!(
                 to,

@@ -871,6 +871,8 @@ impl Shared {
             fence,
             lost: lost.clone(),
             committed: AtomicBool::new(false),
+            preparing: Mutex::new(None),
+            prepared: AtomicBool::new(false),
         })
     }
 
@@ -1061,20 +1063,18 @@ impl Shared {
             return self.snooze(&d, at, e, false).await;
         }
 
-        let Some(d) = self
-            .write(Transition::new(
-                &d,
-                DeliveryState::Preparing,
-                self.clock.now(),
-            ))
-            .await?
-        else {
-            return Ok(());
-        };
         self.warn_expiring(&d).await;
 
         let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
         let journal = self.journal(&d, fence, lost);
+        // `preparing` is written with the publish's first checkpoint (an upload under way), not
+        // here: a publish that goes straight to its create request moves from `claimed` to
+        // `committing` at its commit point, one durable write fewer per delivery.
+        journal.record_preparing(Transition::new(
+            &d,
+            DeliveryState::Preparing,
+            self.clock.now(),
+        ));
         let mut ctx = self.context(&d, journal.clone());
         let result = self
             .publish_with_refresh(&*publisher, &mut ctx, &d, &journal)
@@ -1084,10 +1084,13 @@ impl Shared {
             return Ok(());
         }
         let committed = journal.committed.load(Ordering::SeqCst);
-        // The journal's view is the freshest: the commit point moved the row to committing.
+        // The journal's view is the freshest: a checkpoint moved the row to preparing, the
+        // commit point to committing.
         let mut d = d;
         if committed {
             d.state = DeliveryState::Committing;
+        } else if journal.prepared.load(Ordering::SeqCst) {
+            d.state = DeliveryState::Preparing;
         }
         match result {
             Ok(receipt) => self.accepted(&d, receipt, false).await,
@@ -1478,6 +1481,25 @@ struct StoreJournal {
     fence: i64,
     lost: Arc<LeaseWatch>,
     committed: AtomicBool,
+    /// The `preparing` transition, written with the first checkpoint saved before the commit
+    /// point and dropped at the commit point.
+    preparing: Mutex<Option<Transition>>,
+    prepared: AtomicBool,
+}
+
+impl StoreJournal {
+    /// Writes `t` (a move to `preparing`) with the first checkpoint, if one comes before the
+    /// commit point.
+    fn record_preparing(&self, t: Transition) {
+        *self.preparing.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    }
+
+    fn take_preparing(&self) -> Option<Transition> {
+        self.preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 fn lease_lost(id: Uuid) -> Error {
@@ -1496,6 +1518,9 @@ impl PublishJournal for StoreJournal {
         if self.lost.is_lost() {
             return Err(lease_lost(self.id));
         }
+        // Straight from `claimed` when nothing was saved before: the history shows no
+        // `preparing` step for a publish that had none worth recording.
+        self.take_preparing();
         match self
             .store
             .commit_point(self.id, self.fence, self.clock.now())
@@ -1515,6 +1540,16 @@ impl PublishJournal for StoreJournal {
     async fn save_checkpoint(&self, checkpoint: &serde_json::Value) -> Result<()> {
         if self.lost.is_lost() {
             return Err(lease_lost(self.id));
+        }
+        if let Some(mut t) = self.take_preparing() {
+            t.at = self.clock.now();
+            match self.store.transition(&t).await? {
+                Fenced::Applied(_) => self.prepared.store(true, Ordering::SeqCst),
+                Fenced::Stale => {
+                    self.lost.lose();
+                    return Err(lease_lost(self.id));
+                }
+            }
         }
         match self
             .store

@@ -26,6 +26,10 @@
 //!  Scheduled, RetryWaiting, Claimed, Preparing, NeedsReauth, parked Unconfirmed ─cancel─▶ Cancelled
 //! ```
 //!
+//! `preparing` is recorded when the publish saves its first checkpoint before the commit point
+//! (an upload under way); a publish with nothing to prepare, such as a text post, goes from
+//! `claimed` straight to `committing` at its commit point.
+//!
 //! `published`, `failed` and `cancelled` are final (a reschedule of a failed delivery is a new
 //! try). [`DeliveryState::may_become`] lists the transitions a worker may write.
 //!
