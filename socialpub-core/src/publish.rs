@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{AccessTokens, AccountKey};
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::RateLimit;
 use crate::platform::{Capabilities, Platform};
 use crate::post::Post;
 use crate::validate::ValidationReport;
@@ -66,6 +67,11 @@ pub struct Receipt {
     pub quota_cost: Option<u64>,
     /// When the receipt was made.
     pub created_at: DateTime<Utc>,
+    /// The rate limits the platform reported on the create request, when it reports them. The
+    /// scheduler paces the account (or, for an application-wide window, every account of the
+    /// platform) until an exhausted window resets, instead of waiting for a `429`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Box<RateLimit>>,
     /// Platform-specific details.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub extra: serde_json::Value,
@@ -87,6 +93,7 @@ impl Receipt {
             warnings: Vec::new(),
             quota_cost: None,
             created_at: Utc::now(),
+            rate_limit: None,
             extra: serde_json::Value::Null,
         }
     }
@@ -94,6 +101,13 @@ impl Receipt {
     /// Sets the state.
     pub fn with_state(mut self, state: RemoteState) -> Self {
         self.state = state;
+        self
+    }
+
+    /// Records the rate limits reported with the create request (kept only when it reports
+    /// any).
+    pub fn with_rate_limit(mut self, rate_limit: RateLimit) -> Self {
+        self.rate_limit = (!rate_limit.is_empty()).then(|| Box::new(rate_limit));
         self
     }
 }

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use socialpub_core::auth::{AccessTokens, AccountKey, MemoryTokenStore, StaticToken, Token};
 use socialpub_core::clock::ManualClock;
+use socialpub_core::http::{RateLimit, Window};
 use socialpub_core::publish::{NoJournal, PublishContext};
 use socialpub_core::schedule::policy::{DeliveryPolicy, RetryPolicy};
 use socialpub_core::schedule::{
@@ -431,6 +432,111 @@ async fn a_rate_limit_pauses_only_its_account_and_keeps_the_attempt_on(rig: Rig)
     assert_eq!(limited_calls.len(), 3);
     assert!(limited_calls[1..].iter().all(|t| *t >= t0() + secs(900)));
     assert_eq!(rig.get(first).await.attempt, 1);
+    handle.shutdown().await;
+}
+
+fn spent(reset: DateTime<Utc>) -> Option<Window> {
+    Some(Window {
+        limit: Some(100),
+        remaining: Some(0),
+        reset_at: Some(reset),
+    })
+}
+
+fn calls_to(rig: &Rig, account: &str) -> Vec<DateTime<Utc>> {
+    rig.fake
+        .publish_calls()
+        .into_iter()
+        .filter(|(k, _)| k.account_id == account)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_window_in_a_receipt_paces_its_account_until_the_reset() {
+    let rig = Rig::new();
+    let reset = t0() + secs(600);
+    let mut limits = RateLimit::default();
+    limits.window = spent(reset);
+    rig.fake
+        .script("spent", [FakeOutcome::PublishWithLimits(limits)]);
+    let engine = rig.builder().workers(1).build();
+    let handle = engine.start();
+    let first = engine
+        .schedule(TENANT, &post("one", &["spent"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    rig.wait_state(first, DeliveryState::Published).await;
+
+    let second = engine
+        .schedule(TENANT, &post("two", &["spent"]), rig.now() + secs(5))
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    let other = engine
+        .schedule(TENANT, &post("three", &["free"]), rig.now() + secs(5))
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    rig.clock.advance(secs(5));
+    rig.wait_state(other, DeliveryState::Published).await;
+    let d2 = rig.wait_state(second, DeliveryState::RetryWaiting).await;
+    assert_eq!(d2.attempt, 0, "pacing does not use up an attempt");
+    assert_eq!(d2.run_at, Some(reset), "it waits for the window's reset");
+    assert_eq!(
+        calls_to(&rig, "spent").len(),
+        1,
+        "no request while the window is spent, and no 429 drawn"
+    );
+
+    rig.clock.advance(secs(595));
+    rig.wait_state(second, DeliveryState::Published).await;
+    let calls = calls_to(&rig, "spent");
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1] >= reset);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_application_window_paces_every_account_of_the_platform() {
+    let rig = Rig::new();
+    let reset = t0() + secs(3600);
+    let mut limits = RateLimit::default();
+    limits.app_day = spent(reset);
+    // Some windows left for the user: only the application's is spent.
+    limits.window = Some(Window {
+        limit: Some(100),
+        remaining: Some(42),
+        reset_at: Some(t0() + secs(900)),
+    });
+    rig.fake
+        .script("a", [FakeOutcome::PublishWithLimits(limits)]);
+    let engine = rig.builder().workers(1).build();
+    let handle = engine.start();
+    let first = engine
+        .schedule(TENANT, &post("one", &["a"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    rig.wait_state(first, DeliveryState::Published).await;
+
+    let s = engine
+        .schedule(TENANT, &post("two", &["a", "b"]), rig.now() + secs(5))
+        .await
+        .expect("schedule");
+    rig.clock.advance(secs(5));
+    for id in &s.deliveries {
+        let d = rig.wait_state(*id, DeliveryState::RetryWaiting).await;
+        assert_eq!(d.run_at, Some(reset), "every account waits: {:?}", d.target);
+        assert_eq!(d.attempt, 0);
+    }
+    assert!(calls_to(&rig, "b").is_empty(), "nothing sent for b either");
+
+    rig.clock.advance(secs(3595));
+    for id in &s.deliveries {
+        rig.wait_state(*id, DeliveryState::Published).await;
+    }
     handle.shutdown().await;
 }
 

@@ -295,8 +295,8 @@ impl XPublisher {
             .collect();
         receipt.extra = serde_json::json!({ "media_ids": media });
         if let Some(limits) = rate_limit {
-            // The posting limits after this publish, for callers that pace their schedule.
-            receipt.extra["rate_limit"] = serde_json::to_value(limits)?;
+            // The posting limits after this publish: the scheduler paces the account with them.
+            receipt = receipt.with_rate_limit(limits.clone());
         }
         Ok(receipt)
     }

@@ -32,9 +32,12 @@ async fn text_post() {
     assert_eq!(receipt.state, RemoteState::Published);
     assert_eq!(receipt.parts.len(), 1);
     // The posting limits X reported come back with the receipt.
-    assert_eq!(receipt.extra["rate_limit"]["window"]["limit"], 100);
-    assert_eq!(receipt.extra["rate_limit"]["window"]["remaining"], 99);
-    assert_eq!(receipt.extra["rate_limit"]["user_day"]["limit"], 17000);
+    let limits = receipt.rate_limit.as_ref().expect("rate limits");
+    let window = limits.window.expect("15-minute window");
+    assert_eq!(window.limit, Some(100));
+    assert_eq!(window.remaining, Some(99));
+    assert!(window.reset_at.is_some());
+    assert_eq!(limits.user_day.and_then(|w| w.limit), Some(17000));
     // The id stays a string through JSON.
     let json = serde_json::to_value(&receipt).expect("json");
     assert!(json["remote_id"].is_string());

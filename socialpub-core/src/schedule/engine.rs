@@ -46,6 +46,7 @@ use super::store::{DeliveryFilter, ScheduleStore};
 use crate::auth::{AccessTokens, AccountKey, TokenManager};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::{RateLimit, Window};
 use crate::platform::Platform;
 use crate::post::Post;
 use crate::publish::{
@@ -316,6 +317,7 @@ impl EngineBuilder {
                 permits: Arc::new(Semaphore::new(self.concurrency)),
                 accounts: Mutex::new(HashMap::new()),
                 paused: Mutex::new(HashMap::new()),
+                paused_apps: Mutex::new(HashMap::new()),
                 warned: Mutex::new(HashMap::new()),
                 pacer,
                 retention: self.retention,
@@ -350,6 +352,8 @@ struct Shared {
     accounts: Mutex<HashMap<AccountKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Accounts a platform rate-limited, and until when.
     paused: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
+    /// Platforms whose application-wide window is spent, and until when.
+    paused_apps: Mutex<HashMap<Platform, DateTime<Utc>>>,
     /// When each account was last warned about an expiring token.
     warned: Mutex<HashMap<AccountKey, DateTime<Utc>>>,
     pacer: Pacer,
@@ -817,23 +821,46 @@ impl Shared {
         }
     }
 
+    /// Until when publishes to `key` wait: its own pause or its platform's, the later.
     fn paused_until(&self, key: &AccountKey) -> Option<DateTime<Utc>> {
         let now = self.clock.now();
-        let mut m = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get(key) {
-            Some(t) if *t > now => Some(*t),
-            Some(_) => {
-                m.remove(key);
-                None
-            }
-            None => None,
-        }
+        let account = still_paused(&self.paused, key, now);
+        let app = still_paused(&self.paused_apps, &key.platform, now);
+        account.max(app)
     }
 
     fn pause(&self, key: &AccountKey, until: DateTime<Utc>) {
-        let mut m = self.paused.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = m.entry(key.clone()).or_insert(until);
-        *slot = (*slot).max(until);
+        extend_pause(&self.paused, key.clone(), until);
+    }
+
+    /// Paces from the limits a successful create reported: an exhausted window pauses the
+    /// account (or, for the application's daily window, the whole platform) until it resets,
+    /// so the next publish waits instead of drawing a `429`.
+    fn pace_from(&self, key: &AccountKey, limits: &RateLimit) {
+        let now = self.clock.now();
+        let reset = |w: Option<Window>| {
+            w.filter(Window::exhausted)
+                .and_then(|w| w.reset_at)
+                .filter(|at| *at > now)
+        };
+        if let Some(at) = reset(limits.app_day) {
+            tracing::info!(platform = %key.platform, until = %at.to_rfc3339(), "the application's daily window is spent; pausing the platform");
+            extend_pause(&self.paused_apps, key.platform, at);
+        }
+        let mut account = [reset(limits.window), reset(limits.user_day)]
+            .into_iter()
+            .flatten()
+            .max();
+        if limits.usage_percent.is_some_and(|p| p >= 100.0) {
+            let wait = limits
+                .retry_after
+                .unwrap_or(self.retry.default_rate_limit_wait);
+            account = account.max(Some(now + std_to_chrono(wait)));
+        }
+        if let Some(at) = account {
+            tracing::info!(account = %key, until = %at.to_rfc3339(), "the account's rate-limit window is spent; pausing it");
+            self.pause(key, at);
+        }
     }
 
     /// Handles one claimed delivery to the end of this step, renewing its lease meanwhile.
@@ -1047,7 +1074,10 @@ impl Shared {
             let wait = self.retry.rate_limit_wait(Some(Duration::ZERO));
             let e = DeliveryError::new(
                 ErrorKind::RateLimited,
-                format!("the account is rate-limited until {}", until.to_rfc3339()),
+                format!(
+                    "the account (or its platform's application) is rate-limited until {}",
+                    until.to_rfc3339()
+                ),
             );
             return self.snooze(&d, until + std_to_chrono(wait), e, false).await;
         }
@@ -1157,6 +1187,9 @@ impl Shared {
     /// The platform accepted the post (a publish, a status check, or a lookup that found it).
     async fn accepted(&self, d: &Delivery, receipt: Receipt, recovered: bool) -> Result<()> {
         let now = self.clock.now();
+        if let Some(limits) = &receipt.rate_limit {
+            self.pace_from(&d.account(), limits);
+        }
         let kind = if recovered || d.had_failure {
             EventKind::Recovered
         } else {
@@ -1563,4 +1596,32 @@ impl PublishJournal for StoreJournal {
             }
         }
     }
+}
+
+/// The pause of `key` in `m` if it lasts beyond `now` (an ended one is removed).
+fn still_paused<K: std::hash::Hash + Eq>(
+    m: &Mutex<HashMap<K, DateTime<Utc>>>,
+    key: &K,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+    match m.get(key) {
+        Some(t) if *t > now => Some(*t),
+        Some(_) => {
+            m.remove(key);
+            None
+        }
+        None => None,
+    }
+}
+
+/// Pauses `key` in `m` until `until`, or later if it already was.
+fn extend_pause<K: std::hash::Hash + Eq>(
+    m: &Mutex<HashMap<K, DateTime<Utc>>>,
+    key: K,
+    until: DateTime<Utc>,
+) {
+    let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = m.entry(key).or_insert(until);
+    *slot = (*slot).max(until);
 }

@@ -26,6 +26,9 @@ use crate::validate::ValidationReport;
 pub enum FakeOutcome {
     /// Passes the commit point, creates the post, answers with a published receipt.
     Publish,
+    /// Passes the commit point, creates the post, answers with a published receipt that
+    /// reports these rate limits (e.g. a window with nothing left).
+    PublishWithLimits(crate::http::RateLimit),
     /// Passes the commit point, creates the post, answers that the platform is processing it
     /// (it becomes published after [`FakePublisher::processing_polls`] status checks).
     Processing,
@@ -269,6 +272,10 @@ impl FakePublisher {
             FakeOutcome::Publish => {
                 ctx.commit_point().await?;
                 self.send_create(ctx, post).await
+            }
+            FakeOutcome::PublishWithLimits(limits) => {
+                ctx.commit_point().await?;
+                Ok(self.send_create(ctx, post).await?.with_rate_limit(limits))
             }
             FakeOutcome::Processing => {
                 ctx.commit_point().await?;
