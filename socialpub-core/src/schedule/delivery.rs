@@ -121,21 +121,9 @@ impl DeliveryState {
     pub fn may_become(self, to: DeliveryState) -> bool {
         use DeliveryState::*;
         match self {
-            // A publish with nothing to prepare goes from `claimed` to its outcome (through
-            // the commit point, which moves it to `committing`, when the publisher keeps the
-            // contract).
-            Claimed => matches!(
-                to,
-                Scheduled
-                    | Preparing
-                    | Committing
-                    | Published
-                    | Processing
-                    | RetryWaiting
-                    | Failed
-                    | NeedsReauth
-                    | Unconfirmed
-            ),
+            // A publish with nothing to prepare goes from `claimed` wherever a prepared one
+            // may go (through the commit point, when the publisher keeps the contract).
+            Claimed => matches!(to, Scheduled | Preparing) || Preparing.may_become(to),
             Preparing => matches!(
                 to,
                 Committing
