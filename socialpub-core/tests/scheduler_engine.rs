@@ -123,6 +123,15 @@ async fn settle() {
     }
 }
 
+/// Schedules a post to one account at `at` and returns its one delivery.
+async fn schedule_one(engine: &Engine, text: &str, account: &str, at: DateTime<Utc>) -> uuid::Uuid {
+    engine
+        .schedule(TENANT, &post(text, &[account]), at)
+        .await
+        .expect("schedule")
+        .deliveries[0]
+}
+
 fn post(text: &str, accounts: &[&str]) -> Post {
     let mut p = Post::new(text);
     for a in accounts {
@@ -462,23 +471,11 @@ async fn a_spent_window_in_a_receipt_paces_its_account_until_the_reset() {
         .script("spent", [FakeOutcome::PublishWithLimits(limits)]);
     let engine = rig.builder().workers(1).build();
     let handle = engine.start();
-    let first = engine
-        .schedule(TENANT, &post("one", &["spent"]), rig.now())
-        .await
-        .expect("schedule")
-        .deliveries[0];
+    let first = schedule_one(&engine, "one", "spent", rig.now()).await;
     rig.wait_state(first, DeliveryState::Published).await;
 
-    let second = engine
-        .schedule(TENANT, &post("two", &["spent"]), rig.now() + secs(5))
-        .await
-        .expect("schedule")
-        .deliveries[0];
-    let other = engine
-        .schedule(TENANT, &post("three", &["free"]), rig.now() + secs(5))
-        .await
-        .expect("schedule")
-        .deliveries[0];
+    let second = schedule_one(&engine, "two", "spent", rig.now() + secs(5)).await;
+    let other = schedule_one(&engine, "three", "free", rig.now() + secs(5)).await;
     rig.clock.advance(secs(5));
     rig.wait_state(other, DeliveryState::Published).await;
     let d2 = rig.wait_state(second, DeliveryState::RetryWaiting).await;
@@ -514,11 +511,7 @@ async fn a_spent_application_window_paces_every_account_of_the_platform() {
         .script("a", [FakeOutcome::PublishWithLimits(limits)]);
     let engine = rig.builder().workers(1).build();
     let handle = engine.start();
-    let first = engine
-        .schedule(TENANT, &post("one", &["a"]), rig.now())
-        .await
-        .expect("schedule")
-        .deliveries[0];
+    let first = schedule_one(&engine, "one", "a", rig.now()).await;
     rig.wait_state(first, DeliveryState::Published).await;
 
     let s = engine
@@ -724,11 +717,7 @@ async fn preparing_is_recorded_with_the_first_checkpoint_on(rig: Rig) {
     rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
     let engine = rig.builder().workers(1).build();
     let handle = engine.start();
-    let id = engine
-        .schedule(TENANT, &post("with media", &["1"]), rig.now())
-        .await
-        .expect("schedule")
-        .deliveries[0];
+    let id = schedule_one(&engine, "with media", "1", rig.now()).await;
     gate.entered().await;
     assert_eq!(rig.get(id).await.state, DeliveryState::Claimed);
     gate.release();
@@ -759,11 +748,7 @@ async fn a_slow_worker_whose_lease_expired_cannot_write_on(rig: Rig) {
     rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
     let engine = rig.builder().workers(1).build();
     let handle = engine.start();
-    let id = engine
-        .schedule(TENANT, &post("slow", &["1"]), rig.now())
-        .await
-        .expect("schedule")
-        .deliveries[0];
+    let id = schedule_one(&engine, "slow", "1", rig.now()).await;
     gate.entered().await;
     let held = rig.get(id).await;
     assert_eq!(held.state, DeliveryState::Claimed);
