@@ -435,28 +435,23 @@ async fn claim_cost(kind: Kind, m: usize) {
     let t = Instant::now();
     match (&fresh.sqlite, &fresh.postgres) {
         (Some((s, _)), _) => {
-            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
-                "sqlite://{}",
-                s.path().display()
-            ))
-            .await
-            .expect("connect");
+            let conn = rusqlite::Connection::open(s.path()).expect("connect");
             let base = future.timestamp_micros();
-            sqlx::query(
+            conn.execute(
                 "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?1)
                  INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
                      post, state, due_at, run_at, attempt, max_attempts, fence, had_failure,
                      created_at, updated_at)
                  SELECT randomblob(16), randomblob(16), ?2, 'x', 'account-' || (i % 1000), ?3,
                      'scheduled', ?4 + i, ?4 + i, 0, 5, 0, 0, ?5, ?5 FROM g",
+                rusqlite::params![
+                    m as i64,
+                    TENANT,
+                    post_json,
+                    base,
+                    Utc::now().timestamp_micros()
+                ],
             )
-            .bind(m as i64)
-            .bind(TENANT)
-            .bind(&post_json)
-            .bind(base)
-            .bind(Utc::now().timestamp_micros())
-            .execute(&mut conn)
-            .await
             .expect("fill");
         }
         (_, Some(pg)) => {

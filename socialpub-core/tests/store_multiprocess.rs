@@ -103,15 +103,15 @@ impl Backend {
         let sql = "SELECT state, COUNT(*) FROM socialpub_deliveries GROUP BY state";
         let rows: Vec<(String, i64)> = match self {
             Backend::Sqlite(path) => {
-                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
-                    "sqlite://{}?mode=ro",
-                    path.display()
-                ))
-                .await
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
                 .expect("connect");
-                sqlx::query_as(sql)
-                    .fetch_all(&mut conn)
-                    .await
+                let mut stmt = conn.prepare(sql).expect("count");
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .expect("count")
+                    .collect::<Result<_, _>>()
                     .expect("count")
             }
             Backend::Postgres { url, schema } => {

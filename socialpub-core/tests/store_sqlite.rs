@@ -160,21 +160,20 @@ async fn claiming_uses_the_due_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, "plan.db").await;
     let path = store.path().to_owned();
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
-        "sqlite://{}",
-        path.display()
-    ))
-    .await
-    .expect("connect");
-    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-        "EXPLAIN QUERY PLAN SELECT id FROM socialpub_deliveries
-         WHERE lease_owner IS NULL AND run_at IS NOT NULL
-           AND state IN ('scheduled', 'retry_waiting', 'processing', 'unconfirmed')
-           AND run_at <= 0 ORDER BY run_at, id LIMIT 10",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("explain");
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let mut stmt = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id FROM socialpub_deliveries
+             WHERE lease_owner IS NULL AND run_at IS NOT NULL
+               AND state IN ('scheduled', 'retry_waiting', 'processing', 'unconfirmed')
+               AND run_at <= 0 ORDER BY run_at, id LIMIT 10",
+        )
+        .expect("explain");
+    let rows: Vec<(i64, i64, i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("explain")
+        .collect::<Result<_, _>>()
+        .expect("explain");
     let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
     let plan = plan.join("\n");
     assert!(plan.contains("socialpub_deliveries_due"), "{plan}");

@@ -35,6 +35,7 @@ pub(crate) fn check_not_newer(applied: i64, known: &[Migration], backend: &str) 
     Ok(())
 }
 
+#[cfg(feature = "postgres")]
 /// A database error as socialpub's [`Error`] (class [`ErrorKind::Storage`]).
 pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |e| Error::storage(format!("{what}: {e}"), e)

@@ -1,36 +1,39 @@
 //! [`SqliteStore`]: deliveries and sealed tokens in one SQLite file (feature `sqlite`).
 //!
 //! The file is opened in WAL mode, so readers never block the writer. Writes go through one
-//! connection per process (SQLite has one writer anyway; queueing in the pool is cheaper than
-//! SQLite's busy-wait), and reads through a small pool of read-only connections. Several
+//! connection per process, owned by a dedicated thread: SQLite has one writer anyway, and
+//! handing that thread a whole unit of work (a batch of state changes with their reads, or a
+//! claim) costs one thread hand-off per call rather than one per statement or row. Reads go
+//! through a small pool of read-only connections on Tokio's blocking threads. Several
 //! processes may share a file: a writer waits up to the busy timeout for the others.
 //!
 //! Every state change is one `BEGIN IMMEDIATE` transaction that also appends its history row
-//! and, when there is one, its outbox event. A claim is one
+//! and, when there is one, its outbox event; concurrent transitions and commit points share
+//! one transaction (group commit). A claim is one
 //! `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …` statement over a partial index that
 //! holds only due, unleased rows.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Executor, Row, Sqlite, SqliteConnection};
-use tokio::sync::Notify;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::common::{
     BatchWrite, Batcher, DELIVERY_COLUMNS, Migration, OpResult, Step, TERMINAL_STATES, WriteOp,
-    apply_batch, check_not_newer, corrupt, db, due_condition, from_json, from_json_opt,
-    from_micros, lease_until, micros, parse_kind, parse_platform, parse_state, to_json,
-    to_json_opt, to_u32, trunc, trunc_transition,
+    apply_batch, check_not_newer, corrupt, due_condition, from_json, from_json_opt, from_micros,
+    lease_until, micros, parse_kind, parse_platform, parse_state, to_json, to_json_opt, to_u32,
+    trunc, trunc_transition,
 };
 use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -47,6 +50,19 @@ const MIGRATIONS: &[Migration] = &[Migration {
     name: "init",
     sql: include_str!("../../migrations/sqlite/0001_init.sql"),
 }];
+
+/// Prepared statements kept per connection (the hot paths use a dozen).
+const STATEMENT_CACHE: usize = 64;
+
+/// A SQLite error as socialpub's [`Error`] (class [`ErrorKind::Storage`]).
+fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::storage(format!("{what}: {e}"), e)
+}
+
+/// The error of a call made after [`SqliteStore::close`] (or after the writer thread died).
+fn closed() -> Error {
+    Error::new(ErrorKind::Storage, "the SQLite store is closed")
+}
 
 /// How hard SQLite works to make a commit survive a power cut (its `synchronous` setting).
 ///
@@ -68,10 +84,10 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
-    fn sqlx(self) -> SqliteSynchronous {
+    fn pragma(self) -> &'static str {
         match self {
-            Synchronous::Normal => SqliteSynchronous::Normal,
-            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
         }
     }
 }
@@ -119,45 +135,32 @@ impl SqliteStoreBuilder {
     /// ```
     pub async fn open(self) -> Result<SqliteStore> {
         let path = parse_target(&self.target)?;
-        let base = SqliteConnectOptions::new()
-            .filename(&path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(self.synchronous.sqlx())
-            .busy_timeout(self.busy_timeout)
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(self.busy_timeout + Duration::from_secs(20))
-            .connect_with(base.clone().create_if_missing(true))
-            .await
-            .map_err(db("cannot open the SQLite database"))?;
-        // One `BEGIN IMMEDIATE` transaction, so two processes opening a new file at once
-        // apply the migrations once.
-        let mut tx = writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("cannot lock the SQLite database to migrate it"))?;
-        migrate_locked(&mut tx).await?;
-        tx.commit()
-            .await
-            .map_err(db("cannot finish migrating the SQLite database"))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(self.readers)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(db("cannot open the SQLite database for reading"))?;
+        let (synchronous, busy) = (self.synchronous, self.busy_timeout);
+        let writer_path = path.clone();
+        let writer = Writer::start(move || {
+            let mut conn = open_writer(&writer_path, synchronous, busy)?;
+            // One `BEGIN IMMEDIATE` transaction, so two processes opening a new file at once
+            // apply the migrations once.
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await?;
+        let writer = Arc::new(writer);
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            busy,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(self.readers as usize),
+            closed: AtomicBool::new(false),
+        });
         tracing::debug!(path = %path.display(), "opened SQLite store");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: writer.clone(),
-                reader,
+                readers,
                 wake: Arc::new(Notify::new()),
-                batcher: Batcher::start(Arc::new(BatchWriter {
-                    writer: writer.clone(),
-                })),
+                batcher: Batcher::start(Arc::new(BatchWriter { writer })),
             }),
         })
     }
@@ -169,7 +172,8 @@ fn parse_target(target: &str) -> Result<PathBuf> {
         .strip_prefix("sqlite://")
         .or_else(|| target.strip_prefix("sqlite:"))
         .unwrap_or(target);
-    // Query parameters (`?mode=rwc`) are sqlx conventions; the store sets its own options.
+    // Query parameters (`?mode=rwc`) are URL conventions of other drivers; the store sets its
+    // own options.
     let path = rest.split('?').next().unwrap_or(rest);
     if path.is_empty() || path == ":memory:" {
         return Err(Error::invalid_input(format!(
@@ -180,37 +184,78 @@ fn parse_target(target: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Applies the migrations the file lacks (inside the caller's write transaction).
-async fn migrate_locked(conn: &mut SqliteConnection) -> Result<()> {
-    sqlx::query(
+/// The writer connection: WAL, the chosen durability, foreign keys on.
+fn open_writer(path: &Path, synchronous: Synchronous, busy: Duration) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db("cannot open the SQLite database"))?;
+    conn.busy_timeout(busy)
+        .map_err(db("cannot set the SQLite busy timeout"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db("cannot switch the SQLite database to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::new(
+            ErrorKind::Configuration,
+            format!("the SQLite database refused WAL mode (it is in `{mode}` mode)"),
+        ));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+        synchronous.pragma()
+    ))
+    .map_err(db("cannot configure the SQLite connection"))?;
+    Ok(conn)
+}
+
+/// A read-only connection.
+fn open_reader(path: &Path, busy: Duration) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db("cannot open the SQLite database for reading"))?;
+    conn.busy_timeout(busy)
+        .map_err(db("cannot set the SQLite busy timeout"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Applies the migrations the file lacks, in one write transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("cannot lock the SQLite database to migrate it"))?;
+    tx.execute(
         "CREATE TABLE IF NOT EXISTS socialpub_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        [],
     )
-    .execute(&mut *conn)
-    .await
     .map_err(db("cannot create the migrations table"))?;
-    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM socialpub_migrations")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db("cannot read the schema version"))?
-        .try_get(0)
+    let applied: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM socialpub_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(db("cannot read the schema version"))?;
     check_not_newer(applied, MIGRATIONS, "SQLite")?;
     for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
-        (&mut *conn).execute(m.sql).await.map_err(|e| {
+        tx.execute_batch(m.sql).map_err(|e| {
             Error::storage(
                 format!("SQLite migration {} ({}) failed: {e}", m.version, m.name),
                 e,
             )
         })?;
-        sqlx::query(
-            "INSERT INTO socialpub_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        tx.execute(
+            "INSERT INTO socialpub_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, micros(Utc::now())],
         )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(micros(Utc::now()))
-        .execute(&mut *conn)
-        .await
         .map_err(db("cannot record a migration"))?;
         tracing::info!(
             version = m.version,
@@ -218,7 +263,135 @@ async fn migrate_locked(conn: &mut SqliteConnection) -> Result<()> {
             "applied SQLite migration"
         );
     }
-    Ok(())
+    tx.commit()
+        .map_err(db("cannot finish migrating the SQLite database"))
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The writer connection, owned by one thread that runs the jobs sent to it in order.
+struct Writer {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave their contents half-changed (they hold a
+    // sender, a receiver or idle connections): carry on.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Writer {
+    /// Starts the thread; `open` makes its connection there (so a slow migration blocks no
+    /// async worker).
+    async fn start(open: impl FnOnce() -> Result<Connection> + Send + 'static) -> Result<Writer> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let (opened_tx, opened) = oneshot::channel::<Result<()>>();
+        let (stopped_tx, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("socialpub-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = match open() {
+                    Ok(conn) => {
+                        let _ = opened_tx.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    // A panicking job drops its reply (its caller gets an error) and rolls back
+                    // its transaction as it unwinds; the connection stays usable.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+                drop(conn);
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|e| Error::storage("cannot start the SQLite writer thread", e))?;
+        opened.await.map_err(|_| closed())??;
+        Ok(Writer {
+            jobs: Mutex::new(Some(jobs)),
+            stopped: Mutex::new(Some(stopped)),
+        })
+    }
+
+    /// Runs `f` on the writer connection and returns what it returns.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        lock(&self.jobs)
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(job)
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| {
+            Error::new(
+                ErrorKind::Storage,
+                "the SQLite writer stopped before answering; the write may or may not have \
+                 been applied",
+            )
+        })?
+    }
+
+    /// Lets the jobs already sent finish, then closes the connection.
+    async fn close(&self) {
+        drop(lock(&self.jobs).take());
+        let stopped = lock(&self.stopped).take();
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// Read-only connections, used on Tokio's blocking threads.
+struct Readers {
+    path: PathBuf,
+    busy: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+    closed: AtomicBool,
+}
+
+impl Readers {
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let permit = self.permits.acquire().await.map_err(|_| closed())?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let me = self.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let idle = lock(&me.idle).pop();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&me.path, me.busy)?,
+            };
+            let out = f(&mut conn);
+            if !me.closed.load(Ordering::Acquire) {
+                lock(&me.idle).push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::internal(format!("a SQLite read did not finish: {e}")))?;
+        drop(permit);
+        out
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.permits.close();
+        lock(&self.idle).clear();
+    }
 }
 
 /// Deliveries, their history, the event outbox and sealed tokens in one SQLite file.
@@ -244,8 +417,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Arc<Writer>,
+    readers: Arc<Readers>,
     /// Fired after a write that may make something due sooner (this process only: SQLite has
     /// no cross-process signal; other processes find it when they next poll).
     wake: Arc<Notify>,
@@ -291,25 +464,47 @@ impl SqliteStore {
 
     /// The schema version the file is at.
     pub async fn schema_version(&self) -> Result<i64> {
-        sqlx::query("SELECT COALESCE(MAX(version), 0) FROM socialpub_migrations")
-            .fetch_one(&self.inner.reader)
-            .await
-            .map_err(db("cannot read the schema version"))?
-            .try_get(0)
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM socialpub_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(db("cannot read the schema version"))
+        })
+        .await
     }
 
     /// Closes the connections, waiting for writes in progress. Later calls fail.
     pub async fn close(&self) {
-        self.inner.reader.close().await;
+        self.inner.readers.close();
         self.inner.writer.close().await;
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.inner.readers.run(f).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.inner.writer.run(f).await
     }
 }
 
-fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountKey> {
-    let tenant: String = row.try_get(0).map_err(db("cannot read a token row"))?;
-    let platform: String = row.try_get(1).map_err(db("cannot read a token row"))?;
-    let account_id: String = row.try_get(2).map_err(db("cannot read a token row"))?;
+fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("cannot start a SQLite write transaction"))
+}
+
+fn account_from_row(row: &Row<'_>) -> Result<AccountKey> {
+    let tenant: String = get(row, 0, "tenant")?;
+    let platform: String = get(row, 1, "platform")?;
+    let account_id: String = get(row, 2, "account_id")?;
     let platform = Platform::from_str(&platform).map_err(|_| {
         Error::new(
             ErrorKind::Storage,
@@ -322,278 +517,347 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AccountKey> {
 #[async_trait]
 impl SealedTokenStore for SqliteStore {
     async fn get_sealed(&self, key: &AccountKey) -> Result<Option<SealedToken>> {
-        let row = sqlx::query(
-            "SELECT key_id, ciphertext FROM socialpub_tokens
-             WHERE tenant = ? AND platform = ? AND account_id = ?",
-        )
-        .bind(&key.tenant)
-        .bind(key.platform.as_str())
-        .bind(&key.account_id)
-        .fetch_optional(&self.inner.reader)
-        .await
-        .map_err(db("cannot read a token"))?;
-        row.map(|r| {
-            Ok(SealedToken {
-                key_id: r.try_get(0).map_err(db("cannot read a token"))?,
-                ciphertext: r.try_get(1).map_err(db("cannot read a token"))?,
+        let key = key.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT key_id, ciphertext FROM socialpub_tokens
+                 WHERE tenant = ?1 AND platform = ?2 AND account_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![key.tenant, key.platform.as_str(), key.account_id],
+                    |r| {
+                        Ok(SealedToken {
+                            key_id: r.get(0)?,
+                            ciphertext: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
             })
+            .map_err(db("cannot read a token"))
         })
-        .transpose()
+        .await
     }
 
     async fn put_sealed(&self, key: &AccountKey, sealed: SealedToken) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO socialpub_tokens
-                 (tenant, platform, account_id, key_id, ciphertext, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant, platform, account_id) DO UPDATE SET
-                 key_id = excluded.key_id, ciphertext = excluded.ciphertext,
-                 updated_at = excluded.updated_at",
-        )
-        .bind(&key.tenant)
-        .bind(key.platform.as_str())
-        .bind(&key.account_id)
-        .bind(&sealed.key_id)
-        .bind(&sealed.ciphertext)
-        .bind(micros(Utc::now()))
-        .execute(&self.inner.writer)
+        let key = key.clone();
+        self.write_with(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO socialpub_tokens
+                     (tenant, platform, account_id, key_id, ciphertext, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, platform, account_id) DO UPDATE SET
+                     key_id = excluded.key_id, ciphertext = excluded.ciphertext,
+                     updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    key.tenant,
+                    key.platform.as_str(),
+                    key.account_id,
+                    sealed.key_id,
+                    sealed.ciphertext,
+                    micros(Utc::now()),
+                ])
+            })
+            .map_err(db("cannot store a token"))?;
+            Ok(())
+        })
         .await
-        .map_err(db("cannot store a token"))?;
-        Ok(())
     }
 
     async fn delete_sealed(&self, key: &AccountKey) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM socialpub_tokens WHERE tenant = ? AND platform = ? AND account_id = ?",
-        )
-        .bind(&key.tenant)
-        .bind(key.platform.as_str())
-        .bind(&key.account_id)
-        .execute(&self.inner.writer)
+        let key = key.clone();
+        self.write_with(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM socialpub_tokens
+                     WHERE tenant = ?1 AND platform = ?2 AND account_id = ?3",
+                    params![key.tenant, key.platform.as_str(), key.account_id],
+                )
+                .map_err(db("cannot delete a token"))?;
+            Ok(n > 0)
+        })
         .await
-        .map_err(db("cannot delete a token"))?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn list_sealed(&self, tenant: Option<&str>) -> Result<Vec<AccountKey>> {
-        let rows = sqlx::query(
-            "SELECT tenant, platform, account_id FROM socialpub_tokens
-             WHERE ?1 IS NULL OR tenant = ?1
-             ORDER BY tenant, platform, account_id",
-        )
-        .bind(tenant)
-        .fetch_all(&self.inner.reader)
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT tenant, platform, account_id FROM socialpub_tokens
+                     WHERE ?1 IS NULL OR tenant = ?1
+                     ORDER BY tenant, platform, account_id",
+                )
+                .map_err(db("cannot list tokens"))?;
+            let mut rows = s.query(params![tenant]).map_err(db("cannot list tokens"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db("cannot list tokens"))? {
+                out.push(account_from_row(row)?);
+            }
+            Ok(out)
+        })
         .await
-        .map_err(db("cannot list tokens"))?;
-        rows.iter().map(account_from_row).collect()
     }
 }
 
-fn col<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(name)
+/// Column `i` (named `name`, for errors) of `row`.
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize, name: &str) -> Result<T> {
+    row.get(i)
         .map_err(|e| Error::storage(format!("cannot read column {name}: {e}"), e))
 }
 
-fn time(row: &SqliteRow, name: &str) -> Result<DateTime<Utc>> {
-    from_micros(name, col(row, name)?)
+/// Text column `i`, borrowed from the row (no copy before JSON parsing); `None` for NULL.
+fn text_opt<'r>(row: &'r Row<'_>, i: usize, name: &str) -> Result<Option<&'r str>> {
+    match row
+        .get_ref(i)
+        .map_err(|e| Error::storage(format!("cannot read column {name}: {e}"), e))?
+    {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| corrupt(format!("column {name}: not UTF-8"))),
+        _ => Err(corrupt(format!("column {name}: not text"))),
+    }
 }
 
-fn time_opt(row: &SqliteRow, name: &str) -> Result<Option<DateTime<Utc>>> {
-    col::<Option<i64>>(row, name)?
+fn text<'r>(row: &'r Row<'_>, i: usize, name: &str) -> Result<&'r str> {
+    text_opt(row, i, name)?.ok_or_else(|| corrupt(format!("column {name}: NULL")))
+}
+
+fn time(row: &Row<'_>, i: usize, name: &str) -> Result<DateTime<Utc>> {
+    from_micros(name, get(row, i, name)?)
+}
+
+fn time_opt(row: &Row<'_>, i: usize, name: &str) -> Result<Option<DateTime<Utc>>> {
+    get::<Option<i64>>(row, i, name)?
         .map(|us| from_micros(name, us))
         .transpose()
 }
 
-fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
-    let fence: i64 = col(row, "fence")?;
-    let lease = match col::<Option<String>>(row, "lease_owner")? {
+/// A delivery from a row of [`DELIVERY_COLUMNS`], read by position.
+fn delivery_from_row(row: &Row<'_>) -> Result<Delivery> {
+    let fence: i64 = get(row, 12, "fence")?;
+    let lease = match text_opt(row, 13, "lease_owner")? {
         Some(owner) => Some(Lease {
-            owner,
+            owner: owner.to_owned(),
             fence,
-            expires_at: time_opt(row, "lease_expires_at")?
+            expires_at: time_opt(row, 14, "lease_expires_at")?
                 .ok_or_else(|| corrupt("a lease without an expiry"))?,
         }),
         None => None,
     };
     Ok(Delivery {
-        id: col(row, "id")?,
-        post_id: col(row, "post_id")?,
-        tenant: col(row, "tenant")?,
+        id: get(row, 0, "id")?,
+        post_id: get(row, 1, "post_id")?,
+        tenant: get(row, 2, "tenant")?,
         target: Target::new(
-            parse_platform(&col::<String>(row, "platform")?)?,
-            col::<String>(row, "account_id")?,
+            parse_platform(text(row, 3, "platform")?)?,
+            text(row, 4, "account_id")?,
         ),
-        post: from_json("post", &col::<String>(row, "post")?)?,
-        state: parse_state("state", &col::<String>(row, "state")?)?,
-        due_at: time(row, "due_at")?,
-        run_at: time_opt(row, "run_at")?,
-        attempt: to_u32("attempt", col(row, "attempt")?)?,
-        max_attempts: to_u32("max_attempts", col(row, "max_attempts")?)?,
-        deadline: time_opt(row, "deadline")?,
+        post: from_json("post", text(row, 5, "post")?)?,
+        state: parse_state("state", text(row, 6, "state")?)?,
+        due_at: time(row, 7, "due_at")?,
+        run_at: time_opt(row, 8, "run_at")?,
+        attempt: to_u32("attempt", get(row, 9, "attempt")?)?,
+        max_attempts: to_u32("max_attempts", get(row, 10, "max_attempts")?)?,
+        deadline: time_opt(row, 11, "deadline")?,
         fence,
         lease,
-        checkpoint: from_json_opt(
-            "checkpoint",
-            col::<Option<String>>(row, "checkpoint")?.as_deref(),
-        )?,
-        committed_at: time_opt(row, "committed_at")?,
-        receipt: from_json_opt("receipt", col::<Option<String>>(row, "receipt")?.as_deref())?,
-        last_error: from_json_opt(
-            "last_error",
-            col::<Option<String>>(row, "last_error")?.as_deref(),
-        )?,
-        had_failure: col(row, "had_failure")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
+        checkpoint: from_json_opt("checkpoint", text_opt(row, 15, "checkpoint")?)?,
+        committed_at: time_opt(row, 16, "committed_at")?,
+        receipt: from_json_opt("receipt", text_opt(row, 17, "receipt")?)?,
+        last_error: from_json_opt("last_error", text_opt(row, 18, "last_error")?)?,
+        had_failure: get(row, 19, "had_failure")?,
+        created_at: time(row, 20, "created_at")?,
+        updated_at: time(row, 21, "updated_at")?,
     })
 }
 
-fn history_from_row(row: &SqliteRow) -> Result<HistoryEntry> {
+fn history_from_row(row: &Row<'_>) -> Result<HistoryEntry> {
     Ok(HistoryEntry {
-        delivery_id: col(row, "delivery_id")?,
-        at: time(row, "at")?,
-        from: col::<Option<String>>(row, "from_state")?
-            .map(|s| parse_state("from_state", &s))
+        delivery_id: get(row, 0, "delivery_id")?,
+        at: time(row, 1, "at")?,
+        from: text_opt(row, 2, "from_state")?
+            .map(|s| parse_state("from_state", s))
             .transpose()?,
-        to: parse_state("to_state", &col::<String>(row, "to_state")?)?,
-        attempt: to_u32("attempt", col(row, "attempt")?)?,
-        worker: col(row, "worker")?,
-        error_kind: col::<Option<String>>(row, "error_kind")?
-            .map(|s| parse_kind(&s))
+        to: parse_state("to_state", text(row, 3, "to_state")?)?,
+        attempt: to_u32("attempt", get(row, 4, "attempt")?)?,
+        worker: get(row, 5, "worker")?,
+        error_kind: text_opt(row, 6, "error_kind")?
+            .map(parse_kind)
             .transpose()?,
-        message: col(row, "message")?,
+        message: get(row, 7, "message")?,
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<OutboxEvent> {
+fn event_from_row(row: &Row<'_>) -> Result<OutboxEvent> {
     Ok(OutboxEvent {
-        seq: col(row, "seq")?,
-        event: from_json("payload", &col::<String>(row, "payload")?)?,
+        seq: get(row, 0, "seq")?,
+        event: from_json("payload", text(row, 1, "payload")?)?,
     })
+}
+
+/// Runs `sql` with `params` and decodes every row with `decode`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &'static str,
+    decode: impl Fn(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db(what))?;
+    let mut rows = stmt.query(params).map_err(db(what))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db(what))? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
 }
 
 /// Writes back everything a transition may change. The fence is left alone: only a claim
 /// changes it (and fires the claim's history trigger).
-async fn update_delivery(conn: &mut SqliteConnection, d: &Delivery) -> Result<()> {
-    sqlx::query(
-        "UPDATE socialpub_deliveries SET state = ?, due_at = ?, run_at = ?, attempt = ?,
-             max_attempts = ?, deadline = ?, lease_owner = ?, lease_expires_at = ?,
-             checkpoint = ?, committed_at = ?, receipt = ?, last_error = ?, had_failure = ?,
-             updated_at = ?
-         WHERE id = ?",
+fn update_delivery(conn: &Connection, d: &Delivery) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE socialpub_deliveries SET state = ?1, due_at = ?2, run_at = ?3, attempt = ?4,
+             max_attempts = ?5, deadline = ?6, lease_owner = ?7, lease_expires_at = ?8,
+             checkpoint = ?9, committed_at = ?10, receipt = ?11, last_error = ?12,
+             had_failure = ?13, updated_at = ?14
+         WHERE id = ?15",
     )
-    .bind(d.state.as_str())
-    .bind(micros(d.due_at))
-    .bind(d.run_at.map(micros))
-    .bind(i64::from(d.attempt))
-    .bind(i64::from(d.max_attempts))
-    .bind(d.deadline.map(micros))
-    .bind(d.lease.as_ref().map(|l| l.owner.as_str()))
-    .bind(d.lease.as_ref().map(|l| micros(l.expires_at)))
-    .bind(to_json_opt(d.checkpoint.as_ref())?)
-    .bind(d.committed_at.map(micros))
-    .bind(to_json_opt(d.receipt.as_ref())?)
-    .bind(to_json_opt(d.last_error.as_ref())?)
-    .bind(d.had_failure)
-    .bind(micros(d.updated_at))
-    .bind(d.id)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut s| {
+        s.execute(params![
+            d.state.as_str(),
+            micros(d.due_at),
+            d.run_at.map(micros),
+            i64::from(d.attempt),
+            i64::from(d.max_attempts),
+            d.deadline.map(micros),
+            d.lease.as_ref().map(|l| l.owner.as_str()),
+            d.lease.as_ref().map(|l| micros(l.expires_at)),
+            to_json_opt(d.checkpoint.as_ref()).map_err(to_sql_err)?,
+            d.committed_at.map(micros),
+            to_json_opt(d.receipt.as_ref()).map_err(to_sql_err)?,
+            to_json_opt(d.last_error.as_ref()).map_err(to_sql_err)?,
+            d.had_failure,
+            micros(d.updated_at),
+            d.id,
+        ])
+    })
     .map_err(db("cannot update a delivery"))?;
     Ok(())
 }
 
-async fn insert_history(conn: &mut SqliteConnection, tenant: &str, h: &HistoryEntry) -> Result<()> {
-    sqlx::query(
+/// A JSON encoding failure inside a statement's parameters, carried as a SQLite-side error.
+fn to_sql_err(e: Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn insert_history(conn: &Connection, tenant: &str, h: &HistoryEntry) -> Result<()> {
+    conn.prepare_cached(
         "INSERT INTO socialpub_history
              (delivery_id, tenant, at, from_state, to_state, attempt, worker, error_kind, message)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
-    .bind(h.delivery_id)
-    .bind(tenant)
-    .bind(micros(h.at))
-    .bind(h.from.map(|s| s.as_str()))
-    .bind(h.to.as_str())
-    .bind(i64::from(h.attempt))
-    .bind(h.worker.as_deref())
-    .bind(h.error_kind.map(|k| k.as_str()))
-    .bind(h.message.as_deref())
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut s| {
+        s.execute(params![
+            h.delivery_id,
+            tenant,
+            micros(h.at),
+            h.from.map(|s| s.as_str()),
+            h.to.as_str(),
+            i64::from(h.attempt),
+            h.worker.as_deref(),
+            h.error_kind.map(|k| k.as_str()),
+            h.message.as_deref(),
+        ])
+    })
     .map_err(db("cannot append a history entry"))?;
     Ok(())
 }
 
-async fn insert_event(conn: &mut SqliteConnection, e: &Event) -> Result<()> {
-    sqlx::query(
+fn insert_event(conn: &Connection, e: &Event) -> Result<()> {
+    let payload = to_json(e)?;
+    conn.prepare_cached(
         "INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-         VALUES (?, ?, ?, ?, ?, ?)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .bind(e.id)
-    .bind(&e.tenant)
-    .bind(e.kind.as_str())
-    .bind(e.delivery_id)
-    .bind(micros(e.at))
-    .bind(to_json(e)?)
-    .execute(&mut *conn)
-    .await
+    .and_then(|mut s| {
+        s.execute(params![
+            e.id,
+            e.tenant,
+            e.kind.as_str(),
+            e.delivery_id,
+            micros(e.at),
+            payload,
+        ])
+    })
     .map_err(db("cannot append an event"))?;
     Ok(())
 }
 
-async fn select_delivery(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Delivery>> {
-    let row = sqlx::query(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE id = ?"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db("cannot read a delivery"))?;
-    row.as_ref().map(delivery_from_row).transpose()
+fn select_delivery(conn: &Connection, id: Uuid) -> Result<Option<Delivery>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE id = ?1"
+        ))
+        .map_err(db("cannot read a delivery"))?;
+    let mut rows = stmt
+        .query(params![id])
+        .map_err(db("cannot read a delivery"))?;
+    match rows.next().map_err(db("cannot read a delivery"))? {
+        Some(row) => delivery_from_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes a changed delivery with its history entries and events (inside the caller's
+/// transaction).
+fn write_step(
+    conn: &Connection,
+    d: &Delivery,
+    history: &[HistoryEntry],
+    events: &[Event],
+) -> Result<()> {
+    update_delivery(conn, d)?;
+    for h in history {
+        insert_history(conn, &d.tenant, h)?;
+    }
+    for e in events {
+        insert_event(conn, e)?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
-        self.inner
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("cannot start a SQLite write transaction"))
-    }
-
     /// Reads delivery `id` (of `tenant`, when given) inside one write transaction, lets `f`
     /// apply a state-machine step to it, and writes back what changed with its history and
     /// events. `None` when there is no such delivery.
-    async fn modify<R>(
+    async fn modify<R: Send + 'static>(
         &self,
         id: Uuid,
         tenant: Option<&str>,
-        f: impl FnOnce(&mut Delivery) -> Result<Step<R>>,
+        f: impl FnOnce(&mut Delivery) -> Result<Step<R>> + Send + 'static,
     ) -> Result<Option<R>> {
-        let mut tx = self.begin().await?;
-        let Some(mut d) = select_delivery(&mut tx, id).await? else {
-            return Ok(None);
-        };
-        if tenant.is_some_and(|t| t != d.tenant) {
-            return Ok(None);
-        }
-        let step = f(&mut d)?;
-        if step.changed {
-            update_delivery(&mut tx, &d).await?;
-            for h in &step.history {
-                insert_history(&mut tx, &d.tenant, h).await?;
+        let tenant = tenant.map(str::to_owned);
+        self.write_with(move |conn| {
+            let tx = immediate(conn)?;
+            let Some(mut d) = select_delivery(&tx, id)? else {
+                return Ok(None);
+            };
+            if tenant.is_some_and(|t| t != d.tenant) {
+                return Ok(None);
             }
-            for e in &step.events {
-                insert_event(&mut tx, e).await?;
+            let step = f(&mut d)?;
+            if step.changed {
+                write_step(&tx, &d, &step.history, &step.events)?;
             }
-        }
-        tx.commit()
-            .await
-            .map_err(db("cannot commit a SQLite write"))?;
-        Ok(Some(step.out))
+            tx.commit().map_err(db("cannot commit a SQLite write"))?;
+            Ok(Some(step.out))
+        })
+        .await
     }
 
     fn wake(&self) {
@@ -622,230 +886,124 @@ impl SqliteStore {
 }
 
 /// Writes batches of transitions and commit points, each batch in one `BEGIN IMMEDIATE`
-/// transaction of five statements whatever its size: rows are passed as JSON arrays.
+/// transaction run whole on the writer thread.
 struct BatchWriter {
-    writer: SqlitePool,
+    writer: Arc<Writer>,
 }
 
-fn hex(id: Uuid) -> String {
-    id.simple().to_string()
-}
-
-fn delivery_json(d: &Delivery) -> Result<serde_json::Value> {
-    Ok(serde_json::json!({
-        "id": hex(d.id),
-        "state": d.state.as_str(),
-        "due_at": micros(d.due_at),
-        "run_at": d.run_at.map(micros),
-        "attempt": d.attempt,
-        "max_attempts": d.max_attempts,
-        "deadline": d.deadline.map(micros),
-        "lease_owner": d.lease.as_ref().map(|l| l.owner.as_str()),
-        "lease_expires_at": d.lease.as_ref().map(|l| micros(l.expires_at)),
-        "checkpoint": to_json_opt(d.checkpoint.as_ref())?,
-        "committed_at": d.committed_at.map(micros),
-        "receipt": to_json_opt(d.receipt.as_ref())?,
-        "last_error": to_json_opt(d.last_error.as_ref())?,
-        "had_failure": d.had_failure,
-        "updated_at": micros(d.updated_at),
-    }))
-}
-
-fn history_json(tenant: &str, h: &HistoryEntry) -> serde_json::Value {
-    serde_json::json!({
-        "delivery_id": hex(h.delivery_id),
-        "tenant": tenant,
-        "at": micros(h.at),
-        "from": h.from.map(|s| s.as_str()),
-        "to": h.to.as_str(),
-        "attempt": h.attempt,
-        "worker": h.worker,
-        "error_kind": h.error_kind.map(|k| k.as_str()),
-        "message": h.message,
-    })
-}
-
-fn event_json(e: &Event) -> Result<serde_json::Value> {
-    Ok(serde_json::json!({
-        "event_id": hex(e.id),
-        "tenant": e.tenant,
-        "kind": e.kind.as_str(),
-        "delivery_id": e.delivery_id.map(hex),
-        "at": micros(e.at),
-        "payload": to_json(e)?,
-    }))
-}
-
-/// Runs `f` on the writer connection; when it fails, ends whatever transaction it left open
-/// (the statements below begin and commit their own, to spare round trips to SQLite's thread).
-async fn on_writer<T>(
-    pool: &SqlitePool,
-    f: impl for<'c> FnOnce(
-        &'c mut SqliteConnection,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>,
-    >,
-) -> Result<T> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(db("cannot get the SQLite writer connection"))?;
-    let result = f(&mut conn).await;
-    if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-        // "No transaction is active" is the usual answer; if it was anything else, the
-        // connection's state is unknown: do not reuse it.
-        conn.close_on_drop();
+/// Reads the deliveries `ops` name, applies the ops in order and writes back what changed,
+/// in one transaction.
+fn write_batch_now(conn: &mut Connection, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+    let tx = immediate(conn)?;
+    // In key order: neighbouring reads share B-tree pages.
+    let mut ids: Vec<Uuid> = ops.iter().map(WriteOp::id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut by_id = HashMap::with_capacity(ids.len());
+    for id in ids {
+        if let Some(d) = select_delivery(&tx, id)? {
+            by_id.insert(id, d);
+        }
     }
-    result
+    let (results, changed, history, events) = apply_batch(ops, by_id);
+    for d in &changed {
+        update_delivery(&tx, d)?;
+    }
+    for (tenant, h) in &history {
+        insert_history(&tx, tenant, h)?;
+    }
+    for e in &events {
+        insert_event(&tx, e)?;
+    }
+    tx.commit().map_err(db("cannot commit a SQLite write"))?;
+    Ok(results)
 }
-
-/// Inserts new deliveries, their first history entries and their events (JSON arrays) and
-/// commits, in one call to SQLite's thread.
-const INSERT_AND_COMMIT: &str = "
-    BEGIN IMMEDIATE;
-    INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post, state,
-        due_at, run_at, attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
-        checkpoint, committed_at, receipt, last_error, had_failure, created_at, updated_at)
-    SELECT unhex(value ->> 'id'), unhex(value ->> 'post_id'), value ->> 'tenant',
-        value ->> 'platform', value ->> 'account_id', value ->> 'post', value ->> 'state',
-        value ->> 'due_at', value ->> 'run_at', value ->> 'attempt', value ->> 'max_attempts',
-        value ->> 'deadline', value ->> 'fence', value ->> 'lease_owner',
-        value ->> 'lease_expires_at', value ->> 'checkpoint', value ->> 'committed_at',
-        value ->> 'receipt', value ->> 'last_error', value ->> 'had_failure',
-        value ->> 'created_at', value ->> 'updated_at'
-    FROM json_each(?1) ORDER BY key;
-    INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state, attempt,
-        worker, error_kind, message)
-    SELECT unhex(value ->> 'delivery_id'), value ->> 'tenant', value ->> 'at',
-        value ->> 'from', value ->> 'to', value ->> 'attempt', value ->> 'worker',
-        value ->> 'error_kind', value ->> 'message'
-    FROM json_each(?2) ORDER BY key;
-    INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-    SELECT unhex(value ->> 'event_id'), value ->> 'tenant', value ->> 'kind',
-        unhex(value ->> 'delivery_id'), value ->> 'at', value ->> 'payload'
-    FROM json_each(?3) ORDER BY key;
-    COMMIT";
-
-/// Writes changed deliveries, history entries and events (JSON arrays; empty ones write
-/// nothing) and commits, in one call to SQLite's thread.
-const WRITE_AND_COMMIT: &str = "
-    UPDATE socialpub_deliveries AS d SET
-        state = j.value ->> 'state', due_at = j.value ->> 'due_at',
-        run_at = j.value ->> 'run_at', attempt = j.value ->> 'attempt',
-        max_attempts = j.value ->> 'max_attempts', deadline = j.value ->> 'deadline',
-        lease_owner = j.value ->> 'lease_owner',
-        lease_expires_at = j.value ->> 'lease_expires_at',
-        checkpoint = j.value ->> 'checkpoint', committed_at = j.value ->> 'committed_at',
-        receipt = j.value ->> 'receipt', last_error = j.value ->> 'last_error',
-        had_failure = j.value ->> 'had_failure', updated_at = j.value ->> 'updated_at'
-    FROM json_each(?1) AS j
-    WHERE d.id = unhex(j.value ->> 'id');
-    INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state, attempt,
-        worker, error_kind, message)
-    SELECT unhex(value ->> 'delivery_id'), value ->> 'tenant', value ->> 'at',
-        value ->> 'from', value ->> 'to', value ->> 'attempt', value ->> 'worker',
-        value ->> 'error_kind', value ->> 'message'
-    FROM json_each(?2) ORDER BY key;
-    INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-    SELECT unhex(value ->> 'event_id'), value ->> 'tenant', value ->> 'kind',
-        unhex(value ->> 'delivery_id'), value ->> 'at', value ->> 'payload'
-    FROM json_each(?3) ORDER BY key;
-    COMMIT";
 
 #[async_trait]
 impl BatchWrite for BatchWriter {
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
-        let mut ids: Vec<String> = ops.iter().map(|op| hex(op.id())).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let ids = to_json(&ids)?;
         let ops = ops.to_vec();
-        on_writer(&self.writer, move |conn| {
-            Box::pin(async move {
-                // Two calls in all: lock and read, then write and commit.
-                let rows = sqlx::query(&format!(
-                    "BEGIN IMMEDIATE;
-                     SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
-                     WHERE id IN (SELECT unhex(value) FROM json_each(?1))"
-                ))
-                .bind(ids)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db("cannot read deliveries"))?;
-                let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-                for row in &rows {
-                    let d = delivery_from_row(row)?;
-                    by_id.insert(d.id, d);
-                }
-                let (results, changed, history, events) = apply_batch(&ops, by_id);
-                if changed.is_empty() {
-                    sqlx::query("COMMIT")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db("cannot end a SQLite transaction"))?;
-                    return Ok(results);
-                }
-                let deliveries = changed
-                    .iter()
-                    .map(delivery_json)
-                    .collect::<Result<Vec<_>>>()?;
-                let history: Vec<_> = history.iter().map(|(t, h)| history_json(t, h)).collect();
-                let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
-                sqlx::query(WRITE_AND_COMMIT)
-                    .bind(to_json(&deliveries)?)
-                    .bind(to_json(&history)?)
-                    .bind(to_json(&events)?)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("cannot write deliveries"))?;
-                Ok(results)
-            })
-        })
-        .await
+        self.writer
+            .run(move |conn| write_batch_now(conn, &ops))
+            .await
     }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// Inserts new deliveries with their first history entries, and `events`, in one transaction.
+fn insert_now(conn: &mut Connection, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
+    let tx = immediate(conn)?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
+                     post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
+                     lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
+                     last_error, had_failure, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+            )
+            .map_err(db("cannot insert deliveries"))?;
+        for d in deliveries {
+            stmt.execute(params![
+                d.id,
+                d.post_id,
+                d.tenant,
+                d.target.platform.as_str(),
+                d.target.account_id,
+                to_json(&d.post)?,
+                d.state.as_str(),
+                micros(d.due_at),
+                d.run_at.map(micros),
+                i64::from(d.attempt),
+                i64::from(d.max_attempts),
+                d.deadline.map(micros),
+                d.fence,
+                d.lease.as_ref().map(|l| l.owner.as_str()),
+                d.lease.as_ref().map(|l| micros(l.expires_at)),
+                to_json_opt(d.checkpoint.as_ref())?,
+                d.committed_at.map(micros),
+                to_json_opt(d.receipt.as_ref())?,
+                to_json_opt(d.last_error.as_ref())?,
+                d.had_failure,
+                micros(d.created_at),
+                micros(d.updated_at),
+            ])
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::invalid_input("a delivery with one of these ids already exists")
+                } else {
+                    Error::storage(format!("cannot insert deliveries: {e}"), e)
+                }
+            })?;
+        }
+    }
+    for d in deliveries {
+        insert_history(&tx, &d.tenant, &d.inserted_entry())?;
+    }
+    for e in events {
+        insert_event(&tx, e)?;
+    }
+    tx.commit().map_err(db("cannot commit new deliveries"))
 }
 
 #[async_trait]
 impl ScheduleStore for SqliteStore {
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
-        let mut rows = Vec::with_capacity(deliveries.len());
-        let mut history = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            let mut row = delivery_json(d)?;
-            if let Some(o) = row.as_object_mut() {
-                o.insert("post_id".into(), hex(d.post_id).into());
-                o.insert("tenant".into(), d.tenant.clone().into());
-                o.insert("platform".into(), d.target.platform.as_str().into());
-                o.insert("account_id".into(), d.target.account_id.clone().into());
-                o.insert("post".into(), to_json(&d.post)?.into());
-                o.insert("fence".into(), d.fence.into());
-                o.insert("created_at".into(), micros(d.created_at).into());
-            }
-            rows.push(row);
-            history.push(history_json(&d.tenant, &d.inserted_entry()));
+        if deliveries.is_empty() && events.is_empty() {
+            return Ok(());
         }
-        let events = events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
-        let (rows, history, events) = (to_json(&rows)?, to_json(&history)?, to_json(&events)?);
-        on_writer(&self.inner.writer, move |conn| {
-            Box::pin(async move {
-                sqlx::query(INSERT_AND_COMMIT)
-                    .bind(rows)
-                    .bind(history)
-                    .bind(events)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| {
-                        if e.as_database_error()
-                            .is_some_and(|d| d.is_unique_violation())
-                        {
-                            Error::invalid_input("a delivery with one of these ids already exists")
-                        } else {
-                            Error::storage(format!("cannot insert deliveries: {e}"), e)
-                        }
-                    })
-            })
-        })
-        .await?;
+        let (deliveries, events) = (deliveries.to_vec(), events.to_vec());
+        self.write_with(move |conn| insert_now(conn, &deliveries, &events))
+            .await?;
         self.wake();
         Ok(())
     }
@@ -862,59 +1020,67 @@ impl ScheduleStore for SqliteStore {
         }
         let now = trunc(now);
         let until = lease_until(now, lease);
-        // One statement inside `BEGIN IMMEDIATE … COMMIT`, sent as one call; the
-        // `socialpub_claim_history` trigger writes the history rows.
-        let sql = format!(
-            "BEGIN IMMEDIATE;
-             UPDATE socialpub_deliveries SET
-                 claimed_due_at = run_at, fence = fence + 1, lease_owner = ?1,
-                 lease_expires_at = ?2, run_at = NULL, updated_at = ?3,
-                 state = CASE WHEN state IN ('scheduled', 'retry_waiting') THEN 'claimed'
-                              ELSE state END,
-                 attempt = CASE WHEN state IN ('scheduled', 'retry_waiting') THEN attempt + 1
-                                ELSE attempt END
-             WHERE id IN (SELECT id FROM socialpub_deliveries
-                          WHERE {} AND run_at <= ?3
-                          ORDER BY run_at, id LIMIT ?4)
-             RETURNING {DELIVERY_COLUMNS}, claimed_due_at;
-             COMMIT",
-            due_condition!()
-        );
         let worker = worker.to_owned();
-        let rows = on_writer(&self.inner.writer, move |conn| {
-            Box::pin(async move {
-                sqlx::query(&sql)
-                    .bind(worker)
-                    .bind(micros(until))
-                    .bind(micros(now))
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db("cannot claim deliveries"))
+        // One statement inside `BEGIN IMMEDIATE … COMMIT`; the `socialpub_claim_history`
+        // trigger writes the history rows.
+        let mut out = self
+            .write_with(move |conn| {
+                let tx = immediate(conn)?;
+                let claimed = query_all(
+                    &tx,
+                    concat!(
+                        "UPDATE socialpub_deliveries SET
+                             claimed_due_at = run_at, fence = fence + 1, lease_owner = ?1,
+                             lease_expires_at = ?2, run_at = NULL, updated_at = ?3,
+                             state = CASE WHEN state IN ('scheduled', 'retry_waiting')
+                                          THEN 'claimed' ELSE state END,
+                             attempt = CASE WHEN state IN ('scheduled', 'retry_waiting')
+                                            THEN attempt + 1 ELSE attempt END
+                         WHERE id IN (SELECT id FROM socialpub_deliveries
+                                      WHERE ",
+                        due_condition!(),
+                        " AND run_at <= ?3
+                                      ORDER BY run_at, id LIMIT ?4)
+                         RETURNING id, post_id, tenant, platform, account_id, post, state,
+                             due_at, run_at, attempt, max_attempts, deadline, fence,
+                             lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
+                             last_error, had_failure, created_at, updated_at, claimed_due_at"
+                    ),
+                    params![
+                        worker,
+                        micros(until),
+                        micros(now),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    "cannot claim deliveries",
+                    |row| {
+                        Ok((
+                            get::<Option<i64>>(row, 22, "claimed_due_at")?,
+                            delivery_from_row(row)?,
+                        ))
+                    },
+                )?;
+                tx.commit().map_err(db("cannot commit a claim"))?;
+                Ok(claimed)
             })
-        })
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let order: Option<i64> = col(row, "claimed_due_at")?;
-            out.push((order, delivery_from_row(row)?));
-        }
+            .await?;
         out.sort_by_key(|(order, d)| (*order, d.id));
         Ok(out.into_iter().map(|(_, d)| d).collect())
     }
 
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE socialpub_deliveries SET lease_expires_at = MAX(lease_expires_at, ?)
-             WHERE id = ? AND fence = ? AND lease_owner IS NOT NULL",
-        )
-        .bind(micros(trunc(until)))
-        .bind(id)
-        .bind(fence)
-        .execute(&self.inner.writer)
+        let until = micros(trunc(until));
+        self.write_with(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE socialpub_deliveries SET lease_expires_at = MAX(lease_expires_at, ?1)
+                     WHERE id = ?2 AND fence = ?3 AND lease_owner IS NOT NULL",
+                )
+                .and_then(|mut s| s.execute(params![until, id, fence]))
+                .map_err(db("cannot renew a lease"))?;
+            Ok(n > 0)
+        })
         .await
-        .map_err(db("cannot renew a lease"))?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
@@ -948,61 +1114,66 @@ impl ScheduleStore for SqliteStore {
         checkpoint: &serde_json::Value,
         at: DateTime<Utc>,
     ) -> Result<Fenced<()>> {
-        let done = sqlx::query(
-            "UPDATE socialpub_deliveries SET checkpoint = ?, updated_at = ?
-             WHERE id = ? AND fence = ? AND lease_owner IS NOT NULL",
-        )
-        .bind(to_json(checkpoint)?)
-        .bind(micros(trunc(at)))
-        .bind(id)
-        .bind(fence)
-        .execute(&self.inner.writer)
-        .await
-        .map_err(db("cannot save a checkpoint"))?;
-        Ok(if done.rows_affected() > 0 {
-            Fenced::Applied(())
-        } else {
-            Fenced::Stale
+        let (checkpoint, at) = (to_json(checkpoint)?, micros(trunc(at)));
+        self.write_with(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE socialpub_deliveries SET checkpoint = ?1, updated_at = ?2
+                     WHERE id = ?3 AND fence = ?4 AND lease_owner IS NOT NULL",
+                )
+                .and_then(|mut s| s.execute(params![checkpoint, at, id, fence]))
+                .map_err(db("cannot save a checkpoint"))?;
+            Ok(if n > 0 {
+                Fenced::Applied(())
+            } else {
+                Fenced::Stale
+            })
         })
+        .await
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
         let now = trunc(now);
+        let now_us = micros(now);
         // Workers call this every round: look before taking the write lock.
-        let expired: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM socialpub_deliveries
-             WHERE lease_owner IS NOT NULL AND lease_expires_at <= ? LIMIT 1",
-        )
-        .bind(micros(now))
-        .fetch_optional(&self.inner.reader)
-        .await
-        .map_err(db("cannot look for expired leases"))?;
-        if expired.is_none() {
+        let expired = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT 1 FROM socialpub_deliveries
+                     WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1 LIMIT 1",
+                )
+                .and_then(|mut s| s.exists(params![now_us]))
+                .map_err(db("cannot look for expired leases"))
+            })
+            .await?;
+        if !expired {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
-             WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?
-             ORDER BY lease_expires_at, id"
-        ))
-        .bind(micros(now))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("cannot find expired leases"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut d = delivery_from_row(row)?;
-            if let Some((entry, event)) = d.apply_rescue(now) {
-                update_delivery(&mut tx, &d).await?;
-                insert_history(&mut tx, &d.tenant, &entry).await?;
-                if let Some(e) = &event {
-                    insert_event(&mut tx, e).await?;
+        let out = self
+            .write_with(move |conn| {
+                let tx = immediate(conn)?;
+                let expired = query_all(
+                    &tx,
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+                         WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?1
+                         ORDER BY lease_expires_at, id"
+                    ),
+                    params![now_us],
+                    "cannot find expired leases",
+                    delivery_from_row,
+                )?;
+                let mut out = Vec::with_capacity(expired.len());
+                for mut d in expired {
+                    if let Some((entry, event)) = d.apply_rescue(now) {
+                        write_step(&tx, &d, std::slice::from_ref(&entry), event.as_slice())?;
+                        out.push(Rescued { delivery: d, event });
+                    }
                 }
-                out.push(Rescued { delivery: d, event });
-            }
-        }
-        tx.commit().await.map_err(db("cannot commit a rescue"))?;
+                tx.commit().map_err(db("cannot commit a rescue"))?;
+                Ok(out)
+            })
+            .await?;
         if !out.is_empty() {
             self.wake();
         }
@@ -1012,7 +1183,7 @@ impl ScheduleStore for SqliteStore {
     async fn cancel(&self, tenant: &str, id: Uuid, at: DateTime<Utc>) -> Result<CancelOutcome> {
         let at = trunc(at);
         let out = self
-            .modify(id, Some(tenant), |d| {
+            .modify(id, Some(tenant), move |d| {
                 let (outcome, entry) = d.apply_cancel(at);
                 Ok(match entry {
                     Some(h) => Step::changed(outcome, Some(h), None),
@@ -1032,7 +1203,7 @@ impl ScheduleStore for SqliteStore {
     ) -> Result<RescheduleOutcome> {
         let (due_at, at) = (trunc(due_at), trunc(at));
         let out = self
-            .modify(id, Some(tenant), |d| {
+            .modify(id, Some(tenant), move |d| {
                 let (outcome, entry) = d.apply_reschedule(due_at, at);
                 Ok(match entry {
                     Some(h) => Step::changed(outcome, Some(h), None),
@@ -1048,28 +1219,37 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Delivery>> {
-        let row = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE id = ? AND tenant = ?"
-        ))
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&self.inner.reader)
+        let tenant = tenant.to_owned();
+        self.read(move |conn| {
+            Ok(query_all(
+                conn,
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+                     WHERE id = ?1 AND tenant = ?2"
+                ),
+                params![id, tenant],
+                "cannot read a delivery",
+                delivery_from_row,
+            )?
+            .pop())
+        })
         .await
-        .map_err(db("cannot read a delivery"))?;
-        row.as_ref().map(delivery_from_row).transpose()
     }
 
     async fn history(&self, tenant: &str, id: Uuid) -> Result<Vec<HistoryEntry>> {
-        let rows = sqlx::query(
-            "SELECT delivery_id, at, from_state, to_state, attempt, worker, error_kind, message
-             FROM socialpub_history WHERE delivery_id = ? AND tenant = ? ORDER BY seq",
-        )
-        .bind(id)
-        .bind(tenant)
-        .fetch_all(&self.inner.reader)
+        let tenant = tenant.to_owned();
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT delivery_id, at, from_state, to_state, attempt, worker, error_kind,
+                        message
+                 FROM socialpub_history WHERE delivery_id = ?1 AND tenant = ?2 ORDER BY seq",
+                params![id, tenant],
+                "cannot read a delivery's history",
+                history_from_row,
+            )
+        })
         .await
-        .map_err(db("cannot read a delivery's history"))?;
-        rows.iter().map(history_from_row).collect()
     }
 
     async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
@@ -1080,43 +1260,48 @@ impl ScheduleStore for SqliteStore {
                 &filter.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             )?)
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
-             WHERE tenant = ?1
-               AND (?2 IS NULL OR state IN (SELECT value FROM json_each(?2)))
-               AND (?3 IS NULL OR due_at >= ?3)
-               AND (?4 IS NULL OR due_at < ?4)
-               AND (?5 IS NULL OR post_id = ?5)
-             ORDER BY due_at, id LIMIT ?6"
-        ))
-        .bind(&filter.tenant)
-        .bind(states)
-        .bind(filter.due_from.map(micros))
-        .bind(filter.due_before.map(micros))
-        .bind(filter.post_id)
-        .bind(i64::try_from(filter.limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.reader)
+        let tenant = filter.tenant.clone();
+        let from = filter.due_from.map(micros);
+        let before = filter.due_before.map(micros);
+        let post_id = filter.post_id;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
+                     WHERE tenant = ?1
+                       AND (?2 IS NULL OR state IN (SELECT value FROM json_each(?2)))
+                       AND (?3 IS NULL OR due_at >= ?3)
+                       AND (?4 IS NULL OR due_at < ?4)
+                       AND (?5 IS NULL OR post_id = ?5)
+                     ORDER BY due_at, id LIMIT ?6"
+                ),
+                params![tenant, states, from, before, post_id, limit],
+                "cannot list deliveries",
+                delivery_from_row,
+            )
+        })
         .await
-        .map_err(db("cannot list deliveries"))?;
-        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query(concat!(
-            "SELECT (SELECT MIN(run_at) FROM socialpub_deliveries WHERE ",
-            due_condition!(),
-            "), (SELECT MIN(lease_expires_at) FROM socialpub_deliveries ",
-            "WHERE lease_owner IS NOT NULL)"
-        ))
-        .fetch_one(&self.inner.reader)
-        .await
-        .map_err(db("cannot read the next due time"))?;
-        let due: Option<i64> = row
-            .try_get(0)
-            .map_err(db("cannot read the next due time"))?;
-        let lease: Option<i64> = row
-            .try_get(1)
-            .map_err(db("cannot read the next due time"))?;
+        let (due, lease) = self
+            .read(|conn| {
+                conn.prepare_cached(concat!(
+                    "SELECT (SELECT MIN(run_at) FROM socialpub_deliveries WHERE ",
+                    due_condition!(),
+                    "), (SELECT MIN(lease_expires_at) FROM socialpub_deliveries ",
+                    "WHERE lease_owner IS NOT NULL)"
+                ))
+                .and_then(|mut s| {
+                    s.query_row([], |r| {
+                        Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+                    })
+                })
+                .map_err(db("cannot read the next due time"))
+            })
+            .await?;
         let next = match (due, lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1125,146 +1310,146 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn append_event(&self, event: &Event) -> Result<()> {
-        let mut conn = self
-            .inner
-            .writer
-            .acquire()
+        let event = event.clone();
+        self.write_with(move |conn| insert_event(conn, &event))
             .await
-            .map_err(db("cannot append an event"))?;
-        insert_event(&mut conn, event).await
     }
 
     async fn events(&self, after: Option<i64>, limit: usize) -> Result<Vec<OutboxEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, payload FROM socialpub_outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after.unwrap_or(i64::MIN))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.reader)
+        let after = after.unwrap_or(i64::MIN);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT seq, payload FROM socialpub_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![after, limit],
+                "cannot read the outbox",
+                event_from_row,
+            )
+        })
         .await
-        .map_err(db("cannot read the outbox"))?;
-        rows.iter().map(event_from_row).collect()
     }
 
     async fn ack_events(&self, seqs: &[i64]) -> Result<u64> {
         if seqs.is_empty() {
             return Ok(0);
         }
-        let done = sqlx::query(
-            "DELETE FROM socialpub_outbox WHERE seq IN (SELECT value FROM json_each(?))",
-        )
-        .bind(to_json(seqs)?)
-        .execute(&self.inner.writer)
+        let seqs = to_json(seqs)?;
+        self.write_with(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM socialpub_outbox WHERE seq IN (SELECT value FROM json_each(?1))",
+                    params![seqs],
+                )
+                .map_err(db("cannot acknowledge events"))?;
+            Ok(n as u64)
+        })
         .await
-        .map_err(db("cannot acknowledge events"))?;
-        Ok(done.rows_affected())
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<PurgeReport> {
         let before = micros(before);
-        let mut tx = self.begin().await?;
-        sqlx::query(&format!(
-            "DELETE FROM socialpub_history WHERE delivery_id IN (
-                 SELECT id FROM socialpub_deliveries
-                 WHERE state IN {TERMINAL_STATES} AND updated_at < ?)"
-        ))
-        .bind(before)
-        .execute(&mut *tx)
+        self.write_with(move |conn| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                &format!(
+                    "DELETE FROM socialpub_history WHERE delivery_id IN (
+                         SELECT id FROM socialpub_deliveries
+                         WHERE state IN {TERMINAL_STATES} AND updated_at < ?1)"
+                ),
+                params![before],
+            )
+            .map_err(db("cannot purge history"))?;
+            let deliveries = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM socialpub_deliveries
+                         WHERE state IN {TERMINAL_STATES} AND updated_at < ?1"
+                    ),
+                    params![before],
+                )
+                .map_err(db("cannot purge deliveries"))? as u64;
+            let events = tx
+                .execute(
+                    "DELETE FROM socialpub_outbox WHERE at < ?1",
+                    params![before],
+                )
+                .map_err(db("cannot purge events"))? as u64;
+            tx.commit().map_err(db("cannot commit a purge"))?;
+            Ok(PurgeReport { deliveries, events })
+        })
         .await
-        .map_err(db("cannot purge history"))?;
-        let deliveries = sqlx::query(&format!(
-            "DELETE FROM socialpub_deliveries WHERE state IN {TERMINAL_STATES} AND updated_at < ?"
-        ))
-        .bind(before)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("cannot purge deliveries"))?
-        .rows_affected();
-        let events = sqlx::query("DELETE FROM socialpub_outbox WHERE at < ?")
-            .bind(before)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot purge events"))?
-            .rows_affected();
-        tx.commit().await.map_err(db("cannot commit a purge"))?;
-        Ok(PurgeReport { deliveries, events })
     }
 
     async fn export_tenant(&self, tenant: &str) -> Result<TenantExport> {
-        // One read transaction, so the three parts agree.
-        let mut tx = self
-            .inner
-            .reader
-            .begin()
-            .await
-            .map_err(db("cannot start an export"))?;
-        let deliveries = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE tenant = ?
-             ORDER BY due_at, id"
-        ))
-        .bind(tenant)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("cannot export deliveries"))?
-        .iter()
-        .map(delivery_from_row)
-        .collect::<Result<Vec<_>>>()?;
-        let history = sqlx::query(
-            "SELECT h.delivery_id, h.at, h.from_state, h.to_state, h.attempt, h.worker,
-                    h.error_kind, h.message
-             FROM socialpub_history h JOIN socialpub_deliveries d ON d.id = h.delivery_id
-             WHERE d.tenant = ? ORDER BY d.due_at, d.id, h.seq",
-        )
-        .bind(tenant)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("cannot export history"))?
-        .iter()
-        .map(history_from_row)
-        .collect::<Result<Vec<_>>>()?;
-        let events =
-            sqlx::query("SELECT seq, payload FROM socialpub_outbox WHERE tenant = ? ORDER BY seq")
-                .bind(tenant)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("cannot export events"))?
-                .iter()
-                .map(|r| event_from_row(r).map(|e| e.event))
-                .collect::<Result<Vec<_>>>()?;
-        tx.commit().await.map_err(db("cannot finish an export"))?;
-        Ok(TenantExport {
-            tenant: tenant.to_owned(),
-            deliveries,
-            history,
-            events,
+        let tenant = tenant.to_owned();
+        self.read(move |conn| {
+            // One read transaction, so the three parts agree.
+            let tx = conn.transaction().map_err(db("cannot start an export"))?;
+            let deliveries = query_all(
+                &tx,
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE tenant = ?1
+                     ORDER BY due_at, id"
+                ),
+                params![tenant],
+                "cannot export deliveries",
+                delivery_from_row,
+            )?;
+            let history = query_all(
+                &tx,
+                "SELECT h.delivery_id, h.at, h.from_state, h.to_state, h.attempt, h.worker,
+                        h.error_kind, h.message
+                 FROM socialpub_history h JOIN socialpub_deliveries d ON d.id = h.delivery_id
+                 WHERE d.tenant = ?1 ORDER BY d.due_at, d.id, h.seq",
+                params![tenant],
+                "cannot export history",
+                history_from_row,
+            )?;
+            let events = query_all(
+                &tx,
+                "SELECT seq, payload FROM socialpub_outbox WHERE tenant = ?1 ORDER BY seq",
+                params![tenant],
+                "cannot export events",
+                |r| event_from_row(r).map(|e| e.event),
+            )?;
+            tx.commit().map_err(db("cannot finish an export"))?;
+            Ok(TenantExport {
+                tenant,
+                deliveries,
+                history,
+                events,
+            })
         })
+        .await
     }
 
     async fn delete_tenant(&self, tenant: &str) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "DELETE FROM socialpub_history WHERE delivery_id IN (
-                 SELECT id FROM socialpub_deliveries WHERE tenant = ?)",
-        )
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("cannot delete a tenant's history"))?;
-        let n = sqlx::query("DELETE FROM socialpub_deliveries WHERE tenant = ?")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot delete a tenant's deliveries"))?
-            .rows_affected();
-        sqlx::query("DELETE FROM socialpub_outbox WHERE tenant = ?")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
+        let tenant = tenant.to_owned();
+        self.write_with(move |conn| {
+            let tx = immediate(conn)?;
+            tx.execute(
+                "DELETE FROM socialpub_history WHERE delivery_id IN (
+                     SELECT id FROM socialpub_deliveries WHERE tenant = ?1)",
+                params![tenant],
+            )
+            .map_err(db("cannot delete a tenant's history"))?;
+            let n = tx
+                .execute(
+                    "DELETE FROM socialpub_deliveries WHERE tenant = ?1",
+                    params![tenant],
+                )
+                .map_err(db("cannot delete a tenant's deliveries"))? as u64;
+            tx.execute(
+                "DELETE FROM socialpub_outbox WHERE tenant = ?1",
+                params![tenant],
+            )
             .map_err(db("cannot delete a tenant's events"))?;
-        tx.commit()
-            .await
-            .map_err(db("cannot commit a tenant's deletion"))?;
-        Ok(n)
+            tx.commit()
+                .map_err(db("cannot commit a tenant's deletion"))?;
+            Ok(n)
+        })
+        .await
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {
