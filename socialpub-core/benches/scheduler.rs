@@ -206,10 +206,10 @@ struct EngineConfig {
 }
 
 const DEFAULTS: EngineConfig = EngineConfig {
-    label: "engine defaults (2 workers, batch 32, concurrency 16)",
+    label: "engine defaults (2 workers, batch 64, concurrency 64)",
     workers: 2,
-    batch: 32,
-    concurrency: 16,
+    batch: 64,
+    concurrency: 64,
 };
 
 const TUNED: EngineConfig = EngineConfig {
@@ -584,6 +584,22 @@ fn main() {
             .cloned()
     };
     let n: usize = flag("--n").and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    // `--engine W,B,C`: drain with W workers, claims of B and C publishes in flight only.
+    let custom = flag("--engine").and_then(|v| {
+        let parts: Vec<usize> = v.split(',').filter_map(|p| p.parse().ok()).collect();
+        match parts[..] {
+            [workers, batch, concurrency] => Some(EngineConfig {
+                label: Box::leak(
+                    format!("{workers} workers, batch {batch}, concurrency {concurrency}")
+                        .into_boxed_str(),
+                ),
+                workers,
+                batch,
+                concurrency,
+            }),
+            _ => None,
+        }
+    });
     let stores = flag("--stores").unwrap_or_else(|| "memory,sqlite,postgres".to_owned());
     let mut kinds = Vec::new();
     for s in stores.split(',') {
@@ -622,8 +638,13 @@ fn main() {
         let all = what == "all";
         if all || what == "drain" {
             for &k in &kinds {
-                drain(k, n, DEFAULTS).await;
-                drain(k, n, TUNED).await;
+                match custom {
+                    Some(cfg) => drain(k, n, cfg).await,
+                    None => {
+                        drain(k, n, DEFAULTS).await;
+                        drain(k, n, TUNED).await;
+                    }
+                }
             }
         }
         if all || what == "store" {
