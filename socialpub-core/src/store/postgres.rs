@@ -950,29 +950,34 @@ impl ScheduleStore for PostgresStore {
         let until = lease_until(now, lease);
         // One statement: pick due rows nobody holds (skipping rows another transaction has
         // locked), take them, and write the history of those that became `claimed`. The
-        // MATERIALIZED CTE keeps the planner from re-running the LIMIT subquery per row.
+        // MATERIALIZED CTE keeps the planner from re-running the LIMIT subquery per row. The
+        // limit is a sub-select so that no plan knows it: a plan made for a limit of 8 would
+        // cost less than the generic plan, and PostgreSQL would then plan every claim anew.
+        // The update finds the picked rows by id (`= ANY`), so the generic plan reads them
+        // through the primary key rather than joining against a scan of the whole table.
         let rows = sqlx::query(&format!(
             "WITH picked AS MATERIALIZED (
-                 SELECT id, state AS from_state, run_at AS claimed_run_at
+                 SELECT id, state AS from_state
                  FROM socialpub_deliveries
                  WHERE {} AND run_at <= $3
-                 ORDER BY run_at, id LIMIT $4
+                 ORDER BY run_at, id LIMIT (SELECT $4::BIGINT)
                  FOR UPDATE SKIP LOCKED),
              claimed AS (
                  UPDATE socialpub_deliveries d SET
-                     claimed_due_at = picked.claimed_run_at, fence = d.fence + 1,
+                     claimed_due_at = d.run_at, fence = d.fence + 1,
                      lease_owner = $1, lease_expires_at = $2, run_at = NULL, updated_at = $3,
                      state = CASE WHEN d.state IN ('scheduled', 'retry_waiting') THEN 'claimed'
                                   ELSE d.state END,
                      attempt = CASE WHEN d.state IN ('scheduled', 'retry_waiting')
                                     THEN d.attempt + 1 ELSE d.attempt END
-                 FROM picked WHERE d.id = picked.id
-                 RETURNING d.*, picked.from_state),
+                 WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
+                 RETURNING d.*),
              hist AS (
                  INSERT INTO socialpub_history
                      (delivery_id, tenant, at, from_state, to_state, attempt, worker)
-                 SELECT id, tenant, updated_at, from_state, state, attempt, lease_owner
-                 FROM claimed WHERE from_state <> state)
+                 SELECT c.id, c.tenant, c.updated_at, p.from_state, c.state, c.attempt,
+                     c.lease_owner
+                 FROM claimed c JOIN picked p ON p.id = c.id WHERE p.from_state <> c.state)
              SELECT {DELIVERY_COLUMNS}, claimed_due_at FROM claimed",
             due_condition!()
         ))
