@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -319,6 +319,7 @@ impl EngineBuilder {
                 events,
                 wake: Arc::new(Notify::new()),
                 store_wake,
+                concurrency: self.concurrency,
                 permits: Arc::new(Semaphore::new(self.concurrency)),
                 accounts: Mutex::new(HashMap::new()),
                 paused: Mutex::new(HashMap::new()),
@@ -328,6 +329,7 @@ impl EngineBuilder {
                 retention: self.retention,
                 stopping: AtomicBool::new(false),
                 inflight: AtomicUsize::new(0),
+                last_rescue: AtomicI64::new(i64::MIN),
                 idle: Notify::new(),
             }),
         }
@@ -342,6 +344,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     workers: usize,
     batch: usize,
+    concurrency: usize,
     lease: Duration,
     idle_poll: Duration,
     publish_timeout: Duration,
@@ -366,6 +369,8 @@ struct Shared {
     stopping: AtomicBool,
     inflight: AtomicUsize,
     idle: Notify,
+    /// When (engine clock, µs since the epoch) a worker last looked for expired leases.
+    last_rescue: AtomicI64,
 }
 
 /// The scheduler engine: the [`Scheduler`] API plus the workers started by
@@ -676,6 +681,8 @@ fn std_to_chrono(d: Duration) -> chrono::Duration {
 async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<bool>) {
     let mut failures: u32 = 0;
     let mut busy: u32 = 0;
+    // The last round claimed a full batch: more is due than this engine has slots for.
+    let mut backlog = false;
     let store_wake = shared.store_wake.clone();
     loop {
         if *stop.borrow() {
@@ -698,7 +705,9 @@ async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<
         };
         tokio::pin!(remote);
 
-        match shared.claim_round(&id, &mut stop).await {
+        let round = shared.claim_round(&id, &mut stop, backlog).await;
+        backlog = matches!(round, Ok(Round::Full));
+        match round {
             Ok(Round::Full) => {
                 failures = 0;
                 busy = 0;
@@ -748,6 +757,13 @@ async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<
     }
 }
 
+/// How often a worker working through a backlog looks for expired leases (a worker that has
+/// just woken always looks first).
+const RESCUE_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest a worker working through a backlog waits to gather slots for one claim.
+const GATHER_WAIT: Duration = Duration::from_millis(5);
+
 enum Round {
     /// Claimed a full batch: more may be due.
     Full,
@@ -770,7 +786,10 @@ impl Drop for InFlight {
 
 impl Shared {
     async fn rescue(&self) -> Result<()> {
-        let rescued = self.store.rescue_expired(self.clock.now()).await?;
+        let now = self.clock.now();
+        self.last_rescue
+            .store(now.timestamp_micros(), Ordering::Relaxed);
+        let rescued = self.store.rescue_expired(now).await?;
         for r in rescued {
             tracing::info!(delivery = %r.delivery.id, state = %r.delivery.state, "rescued a delivery whose lease expired");
             if let Some(e) = r.event {
@@ -780,22 +799,55 @@ impl Shared {
         Ok(())
     }
 
+    /// Takes free slots into `permits`, up to a batch, without waiting.
+    fn take_free(&self, permits: &mut Vec<OwnedSemaphorePermit>) {
+        while permits.len() < self.batch {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// One round of a worker: looks for expired leases (at once when it has just woken; at
+    /// most every [`RESCUE_EVERY`] while working through a backlog), then claims as many due
+    /// deliveries as there are free slots, waiting for at least one.
     async fn claim_round(
         self: &Arc<Self>,
         worker: &str,
         stop: &mut watch::Receiver<bool>,
+        backlog: bool,
     ) -> Result<Round> {
-        self.rescue().await?;
-        // Claim only what there are free slots for, waiting for at least one.
+        let since = self
+            .clock
+            .now()
+            .timestamp_micros()
+            .saturating_sub(self.last_rescue.load(Ordering::Relaxed));
+        if !backlog || since >= i64::try_from(RESCUE_EVERY.as_micros()).unwrap_or(i64::MAX) {
+            self.rescue().await?;
+        }
         let first = tokio::select! {
             p = self.permits.clone().acquire_owned() => p.map_err(|_| Error::internal("engine semaphore closed"))?,
             _ = stop.changed() => return Ok(Round::Stopped),
         };
         let mut permits = vec![first];
-        while permits.len() < self.batch {
-            match self.permits.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+        self.take_free(&mut permits);
+        if backlog {
+            // Working through a backlog, slots free up one by one; a claim per freed slot
+            // would cost the store a transaction per delivery. Gather a quarter of the slots
+            // first, waiting a few milliseconds at most.
+            let enough = (self.batch.min(self.concurrency) / 4).max(1);
+            let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+            while permits.len() < enough {
+                tokio::select! {
+                    p = self.permits.clone().acquire_owned() => match p {
+                        Ok(p) => permits.push(p),
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.changed() => return Ok(Round::Stopped),
+                }
+                self.take_free(&mut permits);
             }
         }
         if *stop.borrow() {
