@@ -287,6 +287,24 @@ pub(crate) fn apply_batch(
 
 type Pending = (WriteOp, tokio::sync::oneshot::Sender<OpResult>);
 
+/// Writes one batch and answers each of its callers.
+async fn write_and_answer(writer: &dyn BatchWrite, mut batch: Vec<Pending>) {
+    let ops: Vec<WriteOp> = batch.iter().map(|(op, _)| op.clone()).collect();
+    match writer.write_batch(&ops).await {
+        Ok(results) => {
+            for ((_, reply), result) in batch.drain(..).zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, ops = ops.len(), "a batch of writes failed");
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
+            }
+        }
+    }
+}
+
 /// Group commit for the hot writes (transitions and commit points): concurrent calls are
 /// queued to one task that writes whatever is waiting in a single transaction, then answers
 /// each caller. A caller is answered only after the commit, so each write is exactly as
@@ -301,28 +319,37 @@ pub(crate) struct Batcher {
 const MAX_BATCH: usize = 256;
 
 impl Batcher {
-    /// Starts the task on the current runtime; it ends when every clone of the batcher is
-    /// dropped. `None` outside a runtime (callers then write directly).
-    pub(crate) fn start(writer: std::sync::Arc<dyn BatchWrite>) -> Option<Batcher> {
+    /// Starts the task on the current runtime, with at most `in_flight` batches being written
+    /// at once (1 for a store with one writer; more where the database overlaps commits, so
+    /// one batch's disk flush need not wait for the previous one's). It ends when every clone
+    /// of the batcher is dropped. `None` outside a runtime (callers then write directly).
+    ///
+    /// Batches written at once may hold ops on the same delivery only from callers that did
+    /// not wait for each other (a worker awaits each write before its next), so no order
+    /// between them is lost; stores fence every op against the row as it is when written.
+    pub(crate) fn start(
+        writer: std::sync::Arc<dyn BatchWrite>,
+        in_flight: usize,
+    ) -> Option<Batcher> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
         handle.spawn(async move {
-            let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let ops: Vec<WriteOp> = batch.iter().map(|(op, _)| op.clone()).collect();
-                match writer.write_batch(&ops).await {
-                    Ok(results) => {
-                        for ((_, reply), result) in batch.drain(..).zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, ops = ops.len(), "a batch of writes failed");
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
-                        }
-                    }
+            loop {
+                // A slot first, then whatever is waiting: ops that arrive while every slot
+                // is busy join the next batch instead of making batches of one.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+                if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                    return;
                 }
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    write_and_answer(writer.as_ref(), batch).await;
+                });
             }
         });
         Some(Batcher { tx })

@@ -148,7 +148,10 @@ impl PostgresStoreBuilder {
             .map_err(db("cannot read the current schema"))?;
         tracing::debug!(schema = %schema, "connected PostgreSQL store");
         let channel = format!("socialpub_wake_{schema}");
-        let batcher = Batcher::start(Arc::new(BatchWriter { pool: pool.clone() }));
+        let batcher = Batcher::start(
+            Arc::new(BatchWriter { pool: pool.clone() }),
+            BATCHES_IN_FLIGHT,
+        );
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -692,6 +695,11 @@ impl PostgresStore {
         });
     }
 }
+
+/// Batches of transitions and commit points written at once, each on its own connection:
+/// PostgreSQL flushes concurrent commits together, so while one batch waits for the disk the
+/// next is already being written.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Writes batches of transitions and commit points: the rows are read, the ops applied, and
 /// the rows still unchanged written back with their history and events in one statement

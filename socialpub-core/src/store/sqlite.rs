@@ -160,7 +160,8 @@ impl SqliteStoreBuilder {
                 writer: writer.clone(),
                 readers,
                 wake: Arc::new(Notify::new()),
-                batcher: Batcher::start(Arc::new(BatchWriter { writer })),
+                // One writer thread: a second batch would only queue behind the first.
+                batcher: Batcher::start(Arc::new(BatchWriter { writer }), 1),
             }),
         })
     }
