@@ -212,11 +212,12 @@ const DEFAULTS: EngineConfig = EngineConfig {
     concurrency: 64,
 };
 
+/// A setting for a bulk backlog: many deliveries in flight, so that many share each commit.
 const TUNED: EngineConfig = EngineConfig {
-    label: "4 workers, batch 128, concurrency 128",
+    label: "4 workers, batch 256, concurrency 512",
     workers: 4,
-    batch: 128,
-    concurrency: 128,
+    batch: 256,
+    concurrency: 512,
 };
 
 fn engine(store: Arc<dyn ScheduleStore>, publisher: Arc<Noop>, cfg: EngineConfig) -> Engine {
