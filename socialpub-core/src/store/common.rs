@@ -240,49 +240,71 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>>;
 }
 
-/// Applies `ops` in order to the deliveries read for them (`rows`, by id): what each op
-/// returns, and what to write back (each changed delivery once, its history entries and
-/// events in order).
-#[allow(clippy::type_complexity)]
-pub(crate) fn apply_batch(
+/// What a batch decided for one delivery: its new row, and the history entries and events to
+/// append with it.
+pub(crate) struct Changed<V> {
+    pub(crate) delivery: crate::schedule::Delivery,
+    /// What the store read with the row (PostgreSQL: its version, for a compare-and-set).
+    pub(crate) read_with: V,
+    pub(crate) history: Vec<crate::schedule::HistoryEntry>,
+    pub(crate) events: Vec<crate::schedule::Event>,
+}
+
+/// Applies `ops` in order to the deliveries read for them (`rows`, by id, each with what the
+/// store read along): what each op returns, and each changed delivery once, with its history
+/// entries and events in order.
+pub(crate) fn apply_batch<V>(
     ops: &[WriteOp],
-    mut rows: std::collections::HashMap<uuid::Uuid, crate::schedule::Delivery>,
-) -> (
-    Vec<OpResult>,
-    Vec<crate::schedule::Delivery>,
-    Vec<(String, crate::schedule::HistoryEntry)>,
-    Vec<crate::schedule::Event>,
-) {
+    mut rows: std::collections::HashMap<uuid::Uuid, (crate::schedule::Delivery, V)>,
+) -> (Vec<OpResult>, Vec<Changed<V>>) {
     use crate::schedule::Fenced;
     let mut results = Vec::with_capacity(ops.len());
-    let mut changed: Vec<uuid::Uuid> = Vec::new();
-    let mut history = Vec::new();
-    let mut events = Vec::new();
+    let mut changed: Vec<Changed<V>> = Vec::new();
+    let mut slot: std::collections::HashMap<uuid::Uuid, usize> = std::collections::HashMap::new();
     for op in ops {
-        let Some(d) = rows.get_mut(&op.id()) else {
-            results.push(Ok(Fenced::Stale));
-            continue;
+        let id = op.id();
+        let current = match slot.get(&id) {
+            Some(&i) => &changed[i].delivery,
+            None => match rows.get(&id) {
+                Some((d, _)) => d,
+                None => {
+                    results.push(Ok(Fenced::Stale));
+                    continue;
+                }
+            },
         };
         // Apply on a copy, so an op the state machine refuses changes nothing.
-        let mut copy = d.clone();
+        let mut copy = current.clone();
         match op.apply(&mut copy) {
             Ok(None) => results.push(Ok(Fenced::Stale)),
             Ok(Some((h, e))) => {
-                if let Some(h) = h {
-                    history.push((copy.tenant.clone(), h));
-                }
-                events.extend(e);
-                if !changed.contains(&copy.id) {
-                    changed.push(copy.id);
-                }
                 results.push(Ok(Fenced::Applied(copy.clone())));
-                *d = copy;
+                let i = match slot.get(&id) {
+                    Some(&i) => {
+                        changed[i].delivery = copy;
+                        i
+                    }
+                    None => {
+                        let Some((_, read_with)) = rows.remove(&id) else {
+                            continue;
+                        };
+                        changed.push(Changed {
+                            delivery: copy,
+                            read_with,
+                            history: Vec::new(),
+                            events: Vec::new(),
+                        });
+                        slot.insert(id, changed.len() - 1);
+                        changed.len() - 1
+                    }
+                };
+                changed[i].history.extend(h);
+                changed[i].events.extend(e);
             }
             Err(e) => results.push(Err(e)),
         }
     }
-    let deliveries = changed.iter().filter_map(|id| rows.remove(id)).collect();
-    (results, deliveries, history, events)
+    (results, changed)
 }
 
 type Pending = (WriteOp, tokio::sync::oneshot::Sender<OpResult>);

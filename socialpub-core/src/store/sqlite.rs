@@ -718,44 +718,12 @@ fn query_all<T>(
     Ok(out)
 }
 
-/// Writes back everything a transition may change. The fence is left alone: only a claim
-/// changes it (and fires the claim's history trigger).
-fn update_delivery(conn: &Connection, d: &Delivery) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE socialpub_deliveries SET state = ?1, due_at = ?2, run_at = ?3, attempt = ?4,
-             max_attempts = ?5, deadline = ?6, lease_owner = ?7, lease_expires_at = ?8,
-             checkpoint = ?9, committed_at = ?10, receipt = ?11, last_error = ?12,
-             had_failure = ?13, updated_at = ?14
-         WHERE id = ?15",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            d.state.as_str(),
-            micros(d.due_at),
-            d.run_at.map(micros),
-            i64::from(d.attempt),
-            i64::from(d.max_attempts),
-            d.deadline.map(micros),
-            d.lease.as_ref().map(|l| l.owner.as_str()),
-            d.lease.as_ref().map(|l| micros(l.expires_at)),
-            to_json_opt(d.checkpoint.as_ref()).map_err(to_sql_err)?,
-            d.committed_at.map(micros),
-            to_json_opt(d.receipt.as_ref()).map_err(to_sql_err)?,
-            to_json_opt(d.last_error.as_ref()).map_err(to_sql_err)?,
-            d.had_failure,
-            micros(d.updated_at),
-            d.id,
-        ])
-    })
-    .map_err(db("cannot update a delivery"))?;
-    Ok(())
-}
-
-/// Writes back what a worker's transition or commit point may change: [`update_delivery`]
-/// less the due time, attempt limit and deadline. SQLite maintains an index on an UPDATE
-/// whenever the statement sets one of its columns, whatever the value, so leaving `due_at` out
-/// spares the tenant index on every hot write.
-fn update_progress(conn: &Connection, d: &Delivery) -> Result<()> {
+/// Writes back what a state change may change. The fence is left alone: only a claim changes
+/// it (and fires the claim's history trigger). The due time, attempt limit and deadline are
+/// written only when they differ from `fixed_before` (only a reschedule changes them): SQLite
+/// maintains an index on an UPDATE whenever the statement sets one of its columns, whatever
+/// the value, so the usual write spares the tenant index.
+fn update_delivery(conn: &Connection, d: &Delivery, fixed_before: FixedPart) -> Result<()> {
     conn.prepare_cached(
         "UPDATE socialpub_deliveries SET state = ?1, run_at = ?2, attempt = ?3,
              lease_owner = ?4, lease_expires_at = ?5, checkpoint = ?6, committed_at = ?7,
@@ -779,7 +747,29 @@ fn update_progress(conn: &Connection, d: &Delivery) -> Result<()> {
         ])
     })
     .map_err(db("cannot update a delivery"))?;
+    if fixed_part(d) != fixed_before {
+        conn.prepare_cached(
+            "UPDATE socialpub_deliveries SET due_at = ?1, max_attempts = ?2, deadline = ?3
+             WHERE id = ?4",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                micros(d.due_at),
+                i64::from(d.max_attempts),
+                d.deadline.map(micros),
+                d.id,
+            ])
+        })
+        .map_err(db("cannot update a delivery"))?;
+    }
     Ok(())
+}
+
+/// The columns only a reschedule changes: due time, attempt limit, deadline.
+type FixedPart = (DateTime<Utc>, u32, Option<DateTime<Utc>>);
+
+fn fixed_part(d: &Delivery) -> FixedPart {
+    (d.due_at, d.max_attempts, d.deadline)
 }
 
 /// A JSON encoding failure inside a statement's parameters, carried as a SQLite-side error.
@@ -845,15 +835,16 @@ fn select_delivery(conn: &Connection, id: Uuid) -> Result<Option<Delivery>> {
     }
 }
 
-/// Writes a changed delivery with its history entries and events (inside the caller's
-/// transaction).
+/// Writes a changed delivery (read with `fixed_before`) with its history entries and events
+/// (inside the caller's transaction).
 fn write_step(
     conn: &Connection,
     d: &Delivery,
+    fixed_before: FixedPart,
     history: &[HistoryEntry],
     events: &[Event],
 ) -> Result<()> {
-    update_delivery(conn, d)?;
+    update_delivery(conn, d, fixed_before)?;
     for h in history {
         insert_history(conn, &d.tenant, h)?;
     }
@@ -882,9 +873,10 @@ impl SqliteStore {
             if tenant.is_some_and(|t| t != d.tenant) {
                 return Ok(None);
             }
+            let before = fixed_part(&d);
             let step = f(&mut d)?;
             if step.changed {
-                write_step(&tx, &d, &step.history, &step.events)?;
+                write_step(&tx, &d, before, &step.history, &step.events)?;
             }
             tx.commit().map_err(db("cannot commit a SQLite write"))?;
             Ok(Some(step.out))
@@ -923,11 +915,6 @@ struct BatchWriter {
     writer: Arc<Writer>,
 }
 
-/// The columns only a reschedule changes.
-fn fixed_part(d: &Delivery) -> (DateTime<Utc>, u32, Option<DateTime<Utc>>) {
-    (d.due_at, d.max_attempts, d.deadline)
-}
-
 /// Reads the deliveries `ops` name, applies the ops in order and writes back what changed,
 /// in one transaction.
 fn write_batch_now(conn: &mut Connection, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
@@ -939,24 +926,13 @@ fn write_batch_now(conn: &mut Connection, ops: &[WriteOp]) -> Result<Vec<OpResul
     let mut by_id = HashMap::with_capacity(ids.len());
     for id in ids {
         if let Some(d) = select_delivery(&tx, id)? {
-            by_id.insert(id, d);
+            let fixed = fixed_part(&d);
+            by_id.insert(id, (d, fixed));
         }
     }
-    // What only a reschedule changes, to tell whether the narrower UPDATE will do.
-    let fixed: HashMap<Uuid, _> = by_id.values().map(|d| (d.id, fixed_part(d))).collect();
-    let (results, changed, history, events) = apply_batch(ops, by_id);
-    for d in &changed {
-        if fixed.get(&d.id) == Some(&fixed_part(d)) {
-            update_progress(&tx, d)?;
-        } else {
-            update_delivery(&tx, d)?;
-        }
-    }
-    for (tenant, h) in &history {
-        insert_history(&tx, tenant, h)?;
-    }
-    for e in &events {
-        insert_event(&tx, e)?;
+    let (results, changed) = apply_batch(ops, by_id);
+    for c in &changed {
+        write_step(&tx, &c.delivery, c.read_with, &c.history, &c.events)?;
     }
     tx.commit().map_err(db("cannot commit a SQLite write"))?;
     Ok(results)
@@ -1208,8 +1184,15 @@ impl ScheduleStore for SqliteStore {
                 )?;
                 let mut out = Vec::with_capacity(expired.len());
                 for mut d in expired {
+                    let before = fixed_part(&d);
                     if let Some((entry, event)) = d.apply_rescue(now) {
-                        write_step(&tx, &d, std::slice::from_ref(&entry), event.as_slice())?;
+                        write_step(
+                            &tx,
+                            &d,
+                            before,
+                            std::slice::from_ref(&entry),
+                            event.as_slice(),
+                        )?;
                         out.push(Rescued { delivery: d, event });
                     }
                 }
