@@ -947,6 +947,23 @@ async fn write_versions<'e>(
         .collect())
 }
 
+/// Applies `ops` and writes them with their rows locked for the whole transaction: for the
+/// ops whose rows changed between an unlocked read and the compare-and-set.
+async fn write_locked(pool: &PgPool, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(db("cannot start a PostgreSQL transaction"))?;
+    let rows = read_versions(&mut *tx, ops, true).await?;
+    let (results, planned) = apply_batch(ops, rows);
+    // Locked rows keep their version until this transaction ends: nothing conflicts.
+    write_versions(&mut *tx, planned).await?;
+    tx.commit()
+        .await
+        .map_err(db("cannot commit a PostgreSQL write"))?;
+    Ok(results)
+}
+
 #[async_trait]
 impl BatchWrite for BatchWriter {
     /// Reads the rows without locking them, applies the ops, and writes back only the rows
@@ -966,18 +983,7 @@ impl BatchWrite for BatchWriter {
             .filter(|(_, op)| conflicts.contains(&op.id()))
             .map(|(i, op)| (i, op.clone()))
             .unzip();
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db("cannot start a PostgreSQL transaction"))?;
-        let rows = read_versions(&mut *tx, &redo, true).await?;
-        let (redone, planned) = apply_batch(&redo, rows);
-        // Locked rows keep their version until this transaction ends: nothing conflicts.
-        write_versions(&mut *tx, planned).await?;
-        tx.commit()
-            .await
-            .map_err(db("cannot commit a PostgreSQL write"))?;
+        let redone = write_locked(&self.pool, &redo).await?;
         for (i, r) in at.into_iter().zip(redone) {
             results[i] = r;
         }
@@ -1529,5 +1535,91 @@ impl ScheduleStore for PostgresStore {
     fn wakeups(&self) -> Option<Arc<Notify>> {
         self.ensure_listener();
         Some(self.inner.wake.clone())
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::schedule::DeliveryState;
+    use crate::testkit::schedule::{new_post, t0};
+
+    /// The compare-and-set refuses a row changed between its read and the write, and the
+    /// locked redo then applies the op once.
+    #[tokio::test]
+    #[allow(clippy::print_stderr)] // the skip notice, as the integration tests print it
+    async fn a_row_changed_after_the_read_is_refused_then_redone_locked() {
+        let url = match std::env::var("SOCIALPUB_TEST_POSTGRES_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but SOCIALPUB_TEST_POSTGRES_URL is not set")
+            }
+            _ => {
+                eprintln!("notice: skipped: set SOCIALPUB_TEST_POSTGRES_URL to run it");
+                return;
+            }
+        };
+        let schema = format!("t_cas_{}", &Uuid::new_v4().simple().to_string()[..10]);
+        let store = PostgresStore::builder(url)
+            .schema(schema.clone())
+            .max_connections(4)
+            .connect()
+            .await
+            .expect("connect");
+        let (deliveries, events) = new_post("t", &["a"], 0);
+        store.insert(&deliveries, &events).await.expect("insert");
+        let claimed = store
+            .claim_due("w", t0(), 1, Duration::from_secs(60))
+            .await
+            .expect("claim");
+        let d = claimed.first().expect("one claimed");
+        let fence = d.lease.as_ref().expect("lease").fence;
+        let op = WriteOp::CommitPoint {
+            id: d.id,
+            fence,
+            at: t0(),
+        };
+        let ops = std::slice::from_ref(&op);
+        let pool = store.inner.pool.clone();
+
+        // Read, then change the row behind the batch's back (a lease renewal), then write.
+        let rows = read_versions(&pool, ops, false).await.expect("read");
+        let renewed = store
+            .renew_lease(d.id, fence, t0() + chrono::Duration::minutes(5))
+            .await
+            .expect("renew");
+        assert!(renewed);
+        let (results, planned) = apply_batch(ops, rows);
+        assert!(matches!(results.first(), Some(Ok(Fenced::Applied(_)))));
+        let conflicts = write_versions(&pool, planned).await.expect("write");
+        assert!(conflicts.contains(&d.id), "the changed row is refused");
+        let after = store.get("t", d.id).await.expect("get").expect("row");
+        assert_eq!(after.state, DeliveryState::Claimed, "nothing of it landed");
+        assert_eq!(store.history("t", d.id).await.expect("history").len(), 2);
+
+        let redone = write_locked(&pool, ops).await.expect("redo");
+        assert!(matches!(redone.first(), Some(Ok(Fenced::Applied(_)))));
+        let after = store.get("t", d.id).await.expect("get").expect("row");
+        assert_eq!(after.state, DeliveryState::Committing);
+        assert_eq!(after.committed_at, Some(t0()));
+        let states: Vec<DeliveryState> = store
+            .history("t", d.id)
+            .await
+            .expect("history")
+            .iter()
+            .map(|h| h.to)
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                DeliveryState::Scheduled,
+                DeliveryState::Claimed,
+                DeliveryState::Committing
+            ]
+        );
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await
+            .expect("drop schema");
     }
 }
