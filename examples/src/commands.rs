@@ -230,11 +230,12 @@ pub async fn wait_settled(app: &App, ids: &[Uuid], limit: Duration) -> Result<Ve
 }
 
 /// Whether nothing will happen to `d` without a person: final, `needs_reauth`, or an
-/// `unconfirmed` delivery with nothing left to try.
+/// `unconfirmed` delivery with nothing left to try. An `unconfirmed` delivery a worker holds
+/// (its lookup in flight) is not settled: the claim clears its run time, not its state.
 pub fn settled(d: &Delivery) -> bool {
     d.state.is_terminal()
         || d.state == DeliveryState::NeedsReauth
-        || (d.state == DeliveryState::Unconfirmed && d.run_at.is_none())
+        || (d.state == DeliveryState::Unconfirmed && d.run_at.is_none() && d.lease.is_none())
 }
 
 /// `run`: the workers, until Ctrl-C; then a graceful stop (publishes in flight finish, claimed
@@ -518,5 +519,25 @@ mod tests {
         );
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn an_unconfirmed_delivery_is_settled_only_when_nobody_holds_it() {
+        use socialpub_core::schedule::Lease;
+        let (deliveries, _) = socialpub_core::testkit::schedule::new_post("t", &["a"], 0);
+        let mut d = deliveries.into_iter().next().expect("a delivery");
+        assert!(!settled(&d), "scheduled");
+        d.state = DeliveryState::Unconfirmed;
+        d.run_at = None;
+        d.lease = Some(Lease {
+            owner: "w".into(),
+            fence: 1,
+            expires_at: Utc::now(),
+        });
+        assert!(!settled(&d), "a worker is looking it up");
+        d.lease = None;
+        assert!(settled(&d), "nothing left to try");
+        d.run_at = Some(Utc::now());
+        assert!(!settled(&d), "due for another lookup");
     }
 }
