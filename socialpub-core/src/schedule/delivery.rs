@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -234,8 +235,9 @@ pub struct Delivery {
     pub tenant: String,
     /// Where it goes.
     pub target: Target,
-    /// What is published, as it was scheduled.
-    pub post: Post,
+    /// What is published, as it was scheduled. Shared: a delivery is copied at each step
+    /// of its life, its post never changes.
+    pub post: Arc<Post>,
     /// Where it stands.
     pub state: DeliveryState,
     /// When the user wants it published (changed only by a reschedule).
@@ -477,7 +479,7 @@ impl Delivery {
             post_id: n.post_id,
             tenant: n.tenant.to_owned(),
             target: n.target,
-            post: n.post.clone(),
+            post: Arc::new(n.post.clone()),
             state: DeliveryState::Scheduled,
             due_at: n.due_at,
             run_at: Some(n.due_at),

@@ -872,10 +872,11 @@ impl Shared {
     }
 
     fn account_lock(&self, key: &AccountKey) -> Arc<tokio::sync::Mutex<()>> {
-        match self.accounts.lock() {
-            Ok(mut m) => m.entry(key.clone()).or_default().clone(),
-            Err(p) => p.into_inner().entry(key.clone()).or_default().clone(),
+        let mut m = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = m.get(key) {
+            return lock.clone();
         }
+        m.entry(key.clone()).or_default().clone()
     }
 
     /// Until when publishes to `key` wait: its own pause or its platform's, the later.
@@ -928,17 +929,28 @@ impl Shared {
             return;
         };
         let lost = Arc::new(LeaseWatch::default());
-        let renewer = tokio::spawn(renew_loop(self.clone(), d.id, fence, lost.clone()));
         let id = d.id;
-        let result = match d.state {
-            DeliveryState::Claimed => self.publish_step(d, &lost).await,
-            DeliveryState::Processing => self.poll_step(d, &lost).await,
-            DeliveryState::Unconfirmed => self.reconcile_step(d, &lost).await,
-            other => Err(Error::internal(format!(
-                "claimed delivery {id} in state {other}"
-            ))),
+        let step = async {
+            match d.state {
+                DeliveryState::Claimed => self.publish_step(d, &lost).await,
+                DeliveryState::Processing => self.poll_step(d, &lost).await,
+                DeliveryState::Unconfirmed => self.reconcile_step(d, &lost).await,
+                other => Err(Error::internal(format!(
+                    "claimed delivery {id} in state {other}"
+                ))),
+            }
         };
-        renewer.abort();
+        // The lease is renewed in this task rather than a task of its own: most steps end
+        // long before the first renewal, and a spawn per delivery costs more than the step.
+        // A lost lease ends the renewals, not the step: the step sees it and stops itself.
+        let renew = async {
+            renew_loop(&self, id, fence, &lost).await;
+            std::future::pending::<Result<()>>().await
+        };
+        let result = tokio::select! {
+            r = step => r,
+            r = renew => r,
+        };
         // The delivery may be due again sooner than any worker's next wake-up (a retry, a
         // status poll): let them look again.
         self.wake.notify_waiters();
@@ -970,11 +982,10 @@ impl Shared {
 
     /// Writes `t`; `None` when the lease was lost (then the caller stops). Broadcasts its
     /// event.
-    async fn write(&self, t: Transition) -> Result<Option<Delivery>> {
-        let event = t.event.clone();
+    async fn write(&self, mut t: Transition) -> Result<Option<Delivery>> {
         match self.store.transition(&t).await? {
             Fenced::Applied(d) => {
-                if let Some(e) = event {
+                if let Some(e) = t.event.take() {
                     let _ = self.events.send(e);
                 }
                 Ok(Some(d))
@@ -988,19 +999,7 @@ impl Shared {
 
     /// A transition of `d` with an event of `kind` describing the state it leads to.
     fn with_event(&self, d: &Delivery, t: Transition, kind: EventKind) -> Transition {
-        let mut after = d.clone();
-        after.state = t.to;
-        after.attempt = t.attempt;
-        after.run_at = t.run_at;
-        if let Some(r) = &t.receipt {
-            after.receipt = Some(r.clone());
-        }
-        let mut e = Event::for_delivery(&after, kind, t.at);
-        if let Some(err) = &t.error {
-            e = e.with_error(err.clone());
-        } else if let Some(m) = &t.message {
-            e = e.with_message(m.clone());
-        }
+        let e = Event::for_transition(d, &t, kind);
         t.event(e)
     }
 
@@ -1194,14 +1193,14 @@ impl Shared {
         d: &Delivery,
         journal: &StoreJournal,
     ) -> Result<Receipt> {
-        let key = d.account();
-        let before: Option<SecretString> = self.tokens.access_token(&key).await.ok();
+        let before: Option<SecretString> = self.tokens.access_token(ctx.account()).await.ok();
         let first = self.timed_publish(publisher, ctx, &d.post, journal).await;
         match first {
             Err(e) if e.kind() == ErrorKind::Unauthorized => {
                 let Some(before) = before else {
                     return Err(e);
                 };
+                let key = ctx.account().clone();
                 tracing::info!(account = %key, "publish unauthorized; refreshing the token once");
                 self.tokens.refresh_after_rejection(&key, &before).await?;
                 self.timed_publish(publisher, ctx, &d.post, journal).await
@@ -1515,7 +1514,7 @@ async fn purge_loop(shared: Arc<Shared>, retention: Duration, mut stop: watch::R
     }
 }
 
-async fn renew_loop(shared: Arc<Shared>, id: Uuid, fence: i64, lost: Arc<LeaseWatch>) {
+async fn renew_loop(shared: &Shared, id: Uuid, fence: i64, lost: &LeaseWatch) {
     let every = shared.lease / 3;
     loop {
         crate::clock::sleep(&*shared.clock, every).await;

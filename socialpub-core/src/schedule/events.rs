@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::delivery::{Delivery, DeliveryError, DeliveryState};
+use super::delivery::{Delivery, DeliveryError, DeliveryState, Transition};
 use crate::post::Target;
 use crate::publish::Receipt;
 
@@ -118,6 +118,35 @@ impl Event {
             error: None,
             next_at: delivery.run_at,
             message: None,
+        }
+    }
+
+    /// An event of `kind` about `delivery` as `transition` leaves it: its state, attempt, run
+    /// time and receipt after the move, with the transition's error or note.
+    pub fn for_transition(delivery: &Delivery, transition: &Transition, kind: EventKind) -> Self {
+        let event = Event {
+            id: Uuid::now_v7(),
+            kind,
+            at: transition.at,
+            tenant: delivery.tenant.clone(),
+            target: delivery.target.clone(),
+            delivery_id: Some(delivery.id),
+            post_id: Some(delivery.post_id),
+            state: Some(transition.to),
+            attempt: transition.attempt,
+            receipt: transition
+                .receipt
+                .as_ref()
+                .or(delivery.receipt.as_ref())
+                .cloned(),
+            error: None,
+            next_at: transition.run_at,
+            message: None,
+        };
+        match (&transition.error, &transition.message) {
+            (Some(error), _) => event.with_error(error.clone()),
+            (None, Some(message)) => event.with_message(message.clone()),
+            (None, None) => event,
         }
     }
 

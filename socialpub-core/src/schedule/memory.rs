@@ -60,13 +60,28 @@ impl Inner {
         }
     }
 
-    /// Runs `f` on delivery `id`, keeping the indexes right.
+    /// Runs `f` on delivery `id` in place, keeping the indexes right.
     fn update<R>(&mut self, id: Uuid, f: impl FnOnce(&mut Delivery) -> R) -> Option<R> {
-        let mut d = self.deliveries.remove(&id)?;
-        self.unindex(&d);
-        let r = f(&mut d);
-        self.index(&d);
-        self.deliveries.insert(id, d);
+        let d = self.deliveries.get_mut(&id)?;
+        let (due, lease) = (due_key(d), lease_key(d));
+        let r = f(d);
+        let (due_now, lease_now) = (due_key(d), lease_key(d));
+        if due != due_now {
+            if let Some(k) = due {
+                self.due.remove(&k);
+            }
+            if let Some(k) = due_now {
+                self.due.insert(k);
+            }
+        }
+        if lease != lease_now {
+            if let Some(k) = lease {
+                self.leases.remove(&k);
+            }
+            if let Some(k) = lease_now {
+                self.leases.insert(k);
+            }
+        }
         Some(r)
     }
 
@@ -179,14 +194,14 @@ impl ScheduleStore for MemoryScheduleStore {
 
     async fn transition(&self, t: &Transition) -> Result<Fenced<Delivery>> {
         let mut g = self.lock()?;
-        let Some(mut d) = g.deliveries.get(&t.id).cloned() else {
+        // `apply_transition` refuses (stale fence, forbidden move) before it changes anything.
+        let applied = g.update(t.id, |d| {
+            d.apply_transition(t)
+                .map(|entry| entry.map(|e| (e, d.clone())))
+        });
+        let Some((entry, d)) = applied.transpose()?.flatten() else {
             return Ok(Fenced::Stale);
         };
-        // Apply on a copy first so a refused transition changes nothing.
-        let Some(entry) = d.apply_transition(t)? else {
-            return Ok(Fenced::Stale);
-        };
-        g.update(t.id, |stored| *stored = d.clone());
         g.record(entry);
         if let Some(e) = &t.event {
             g.push_event(e.clone());
@@ -201,13 +216,14 @@ impl ScheduleStore for MemoryScheduleStore {
         at: DateTime<Utc>,
     ) -> Result<Fenced<Delivery>> {
         let mut g = self.lock()?;
-        let Some(mut d) = g.deliveries.get(&id).cloned() else {
+        // `apply_commit_point` refuses before it changes anything.
+        let applied = g.update(id, |d| {
+            d.apply_commit_point(fence, at)
+                .map(|entry| entry.map(|e| (e, d.clone())))
+        });
+        let Some((entry, d)) = applied.transpose()?.flatten() else {
             return Ok(Fenced::Stale);
         };
-        let Some(entry) = d.apply_commit_point(fence, at)? else {
-            return Ok(Fenced::Stale);
-        };
-        g.update(id, |stored| *stored = d.clone());
         if let Some(e) = entry {
             g.record(e);
         }

@@ -449,7 +449,7 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
             parse_platform(&col::<String>(row, "platform")?)?,
             col::<String>(row, "account_id")?,
         ),
-        post: col::<Json<Post>>(row, "post")?.0,
+        post: std::sync::Arc::new(col::<Json<Post>>(row, "post")?.0),
         state: parse_state("state", &col::<String>(row, "state")?)?,
         due_at: col(row, "due_at")?,
         run_at: col(row, "run_at")?,

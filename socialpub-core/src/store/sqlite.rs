@@ -658,7 +658,7 @@ fn delivery_from_row(row: &Row<'_>) -> Result<Delivery> {
             parse_platform(text(row, 3, "platform")?)?,
             text(row, 4, "account_id")?,
         ),
-        post: from_json("post", text(row, 5, "post")?)?,
+        post: std::sync::Arc::new(from_json("post", text(row, 5, "post")?)?),
         state: parse_state("state", text(row, 6, "state")?)?,
         due_at: time(row, 7, "due_at")?,
         run_at: time_opt(row, 8, "run_at")?,
