@@ -328,8 +328,9 @@ pub struct Transition {
     pub error: Option<DeliveryError>,
     /// A note for the history when there is no error.
     pub message: Option<String>,
-    /// The event to append to the outbox in the same transaction.
-    pub event: Option<Event>,
+    /// The event to append to the outbox in the same transaction (boxed: a transition is
+    /// moved through every step of a publish, most of them without an event).
+    pub event: Option<Box<Event>>,
 }
 
 impl Transition {
@@ -382,7 +383,7 @@ impl Transition {
 
     /// Sets the event.
     pub fn event(mut self, event: Event) -> Self {
-        self.event = Some(event);
+        self.event = Some(Box::new(event));
         self
     }
 }

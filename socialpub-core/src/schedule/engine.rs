@@ -986,7 +986,7 @@ impl Shared {
         match self.store.transition(&t).await? {
             Fenced::Applied(d) => {
                 if let Some(e) = t.event.take() {
-                    let _ = self.events.send(e);
+                    let _ = self.events.send(*e);
                 }
                 Ok(Some(d))
             }

@@ -204,7 +204,7 @@ impl ScheduleStore for MemoryScheduleStore {
         };
         g.record(entry);
         if let Some(e) = &t.event {
-            g.push_event(e.clone());
+            g.push_event(Event::clone(e));
         }
         Ok(Fenced::Applied(d))
     }

@@ -221,9 +221,9 @@ impl WriteOp {
         )>,
     > {
         match self {
-            WriteOp::Transition(t) => {
-                Ok(d.apply_transition(t)?.map(|h| (Some(h), t.event.clone())))
-            }
+            WriteOp::Transition(t) => Ok(d
+                .apply_transition(t)?
+                .map(|h| (Some(h), t.event.as_deref().cloned()))),
             WriteOp::CommitPoint { fence, at, .. } => {
                 Ok(d.apply_commit_point(*fence, *at)?.map(|h| (h, None)))
             }
