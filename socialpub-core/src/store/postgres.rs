@@ -709,9 +709,10 @@ impl PostgresStore {
 /// next is already being written.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Writes batches of transitions and commit points: the rows are read, the ops applied, and
-/// the rows still unchanged written back with their history and events in one statement
-/// (two round trips and one commit per batch); rows changed in between are redone locked.
+/// Writes batches of transitions and commit points: the rows are taken as last claimed or
+/// written here (or read), the ops applied, and the rows still unchanged written back with
+/// their history and events in one statement (one round trip and one commit per batch when
+/// every row is held); rows changed in between are redone locked.
 struct BatchWriter {
     pool: PgPool,
     held: Arc<Held>,
@@ -1033,10 +1034,11 @@ async fn write_locked(pool: &PgPool, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
 
 #[async_trait]
 impl BatchWrite for BatchWriter {
-    /// Reads the rows without locking them, applies the ops, and writes back only the rows
-    /// still at the version read: the fence check and the write are thus in one transaction,
-    /// as with a row lock, for two round trips and no lock records. The ops of rows another
-    /// writer changed in between are redone, in order, with the rows locked.
+    /// Takes the rows as last claimed or written here, reading (without locks) those not
+    /// held, applies the ops, and writes back only the rows still at the version taken: the
+    /// fence check and the write are thus in one transaction, as with a row lock, for one or
+    /// two round trips and no lock records. The ops of rows another writer changed in between
+    /// are redone, in order, with the rows locked.
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         let mut rows = self.held.take(ops);
         let unknown: Vec<WriteOp> = ops
