@@ -1632,11 +1632,10 @@ mod tests {
     use crate::schedule::DeliveryState;
     use crate::testkit::schedule::{new_post, t0};
 
-    /// The compare-and-set refuses a row changed between its read and the write, and the
-    /// locked redo then applies the op once.
-    #[tokio::test]
+    /// A store on a schema of its own, or `None` (with a notice) when no test database is
+    /// configured; under `CI=true` a missing database fails the test.
     #[allow(clippy::print_stderr)] // the skip notice, as the integration tests print it
-    async fn a_row_changed_after_the_read_is_refused_then_redone_locked() {
+    async fn test_store(prefix: &str) -> Option<(PostgresStore, String)> {
         let url = match std::env::var("SOCIALPUB_TEST_POSTGRES_URL") {
             Ok(u) if !u.is_empty() => u,
             _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -1644,16 +1643,26 @@ mod tests {
             }
             _ => {
                 eprintln!("notice: skipped: set SOCIALPUB_TEST_POSTGRES_URL to run it");
-                return;
+                return None;
             }
         };
-        let schema = format!("t_cas_{}", &Uuid::new_v4().simple().to_string()[..10]);
+        let schema = format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..10]);
         let store = PostgresStore::builder(url)
             .schema(schema.clone())
             .max_connections(4)
             .connect()
             .await
             .expect("connect");
+        Some((store, schema))
+    }
+
+    /// The compare-and-set refuses a row changed between its read and the write, and the
+    /// locked redo then applies the op once.
+    #[tokio::test]
+    async fn a_row_changed_after_the_read_is_refused_then_redone_locked() {
+        let Some((store, schema)) = test_store("t_cas").await else {
+            return;
+        };
         let (deliveries, events) = new_post("t", &["a"], 0);
         store.insert(&deliveries, &events).await.expect("insert");
         let claimed = store
@@ -1719,25 +1728,10 @@ mod tests {
     /// taken the delivery (its fence moved on), the write through the group commit is stale;
     /// a change that leaves the lease alone does not stop the next write.
     #[tokio::test]
-    #[allow(clippy::print_stderr)] // the skip notice, as the integration tests print it
     async fn a_kept_row_changed_by_another_process_is_not_trusted() {
-        let url = match std::env::var("SOCIALPUB_TEST_POSTGRES_URL") {
-            Ok(u) if !u.is_empty() => u,
-            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but SOCIALPUB_TEST_POSTGRES_URL is not set")
-            }
-            _ => {
-                eprintln!("notice: skipped: set SOCIALPUB_TEST_POSTGRES_URL to run it");
-                return;
-            }
+        let Some((store, schema)) = test_store("t_held").await else {
+            return;
         };
-        let schema = format!("t_held_{}", &Uuid::new_v4().simple().to_string()[..10]);
-        let store = PostgresStore::builder(url)
-            .schema(schema.clone())
-            .max_connections(4)
-            .connect()
-            .await
-            .expect("connect");
         let pool = store.inner.pool.clone();
         let (deliveries, events) = new_post("t", &["a", "b"], 0);
         store.insert(&deliveries, &events).await.expect("insert");
