@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p socialpub-core --features sqlite,postgres --bench scheduler -- \
 //!     [all|drain|enqueue|lag|claim|graphile] [--stores memory,sqlite,postgres] [--n 100000]
+//!     [--engine WORKERS,BATCH,CONCURRENCY] [--no-graphile]
 //! ```
 //!
 //! PostgreSQL runs need `SOCIALPUB_BENCH_POSTGRES_URL` (or `SOCIALPUB_TEST_POSTGRES_URL`);
@@ -689,7 +690,10 @@ fn main() {
                 store_drain(k, n, 256, 512).await;
             }
         }
-        if (all || what == "graphile" || what == "drain") && kinds.contains(&Kind::Postgres) {
+        let skip_graphile = args.iter().any(|a| a == "--no-graphile");
+        if (all || what == "graphile" || (what == "drain" && !skip_graphile))
+            && kinds.contains(&Kind::Postgres)
+        {
             graphile(n);
         }
         if all || what == "enqueue" {

@@ -124,9 +124,115 @@ async fn concurrent_connects_migrate_once() {
     });
     for handle in connects {
         let store = handle.await.expect("join").expect("connect");
-        assert_eq!(store.schema_version().await.expect("version"), 1);
+        assert_eq!(store.schema_version().await.expect("version"), 2);
         assert_eq!(store.schema(), name);
     }
+    schemas.drop_all().await;
+}
+
+/// A database at schema version 1 with deliveries in it is migrated on connect: the rows
+/// keep being listed, claimed and purged through the new lookup keys and finish times.
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_in_place() {
+    use socialpub_core::schedule::{DeliveryFilter, DeliveryState};
+    use sqlx::{Connection, Executor};
+    let Some(url) = url("a_version_1_database_is_upgraded_in_place") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone(), "upgrade");
+    let name = schemas.fresh_name();
+    let (post, scheduled, published) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    {
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        conn.execute(format!("CREATE SCHEMA \"{name}\"; SET search_path TO \"{name}\"").as_str())
+            .await
+            .expect("schema");
+        conn.execute(include_str!("../migrations/postgres/0001_init.sql"))
+            .await
+            .expect("version 1");
+        conn.execute(
+            "CREATE TABLE socialpub_migrations (
+                 version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL);
+             INSERT INTO socialpub_migrations VALUES (1, 'init', now())",
+        )
+        .await
+        .expect("record version 1");
+        sqlx::query(
+            "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post,
+                 state, due_at, run_at, attempt, max_attempts, fence, had_failure, created_at,
+                 updated_at)
+             VALUES
+                 ($1, $3, 'acme', 'x', '1', '{\"text\": \"due\"}', 'scheduled',
+                  now() - interval '1 minute', now() - interval '1 minute', 0, 5, 0, false,
+                  now() - interval '2 days', now() - interval '2 days'),
+                 ($2, $3, 'acme', 'x', '2', '{\"text\": \"sent\"}', 'published',
+                  now() - interval '2 days', NULL, 1, 5, 1, false,
+                  now() - interval '3 days', now() - interval '2 days')",
+        )
+        .bind(scheduled)
+        .bind(published)
+        .bind(post)
+        .execute(&mut conn)
+        .await
+        .expect("rows of version 1");
+        conn.close().await.expect("close");
+    }
+
+    let store = PostgresStore::builder(url)
+        .schema(name)
+        .max_connections(2)
+        .connect()
+        .await
+        .expect("connect and migrate");
+    assert_eq!(store.schema_version().await.expect("version"), 2);
+    let listed = store
+        .list(&DeliveryFilter::tenant("acme"))
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![published, scheduled],
+        "both rows, in due order"
+    );
+    let mut by_post = DeliveryFilter::tenant("acme");
+    by_post.post_id = Some(post);
+    assert_eq!(store.list(&by_post).await.expect("list").len(), 2);
+    assert!(
+        store
+            .list(&DeliveryFilter::tenant("other"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let claimed = store
+        .claim_due("w", chrono::Utc::now(), 10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![scheduled]
+    );
+    assert_eq!(claimed[0].state, DeliveryState::Claimed);
+
+    let report = store
+        .purge(chrono::Utc::now() - chrono::Duration::days(1))
+        .await
+        .expect("purge");
+    assert_eq!(report.deliveries, 1, "the row published two days ago");
+    let left = store
+        .list(&DeliveryFilter::tenant("acme"))
+        .await
+        .expect("list");
+    assert_eq!(
+        left.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![scheduled]
+    );
+    store.close().await;
     schemas.drop_all().await;
 }
 

@@ -608,7 +608,8 @@ impl Delivery {
         let from = self.state;
         let worker = self.lease.as_ref().map(|l| l.owner.clone());
         self.state = t.to;
-        self.run_at = t.run_at;
+        // Only a claimable state has a run time: the stores' due indexes rely on it.
+        self.run_at = t.run_at.filter(|_| t.to.is_claimable());
         self.attempt = t.attempt;
         self.updated_at = t.at;
         if let Some(r) = &t.receipt {

@@ -101,8 +101,9 @@ pub(crate) fn to_u32(column: &str, v: i64) -> Result<u32> {
 }
 
 /// The SQL condition of a delivery a claim may take (its `run_at` aside): unleased, with a run
-/// time, in a claimable state. Written exactly as the partial index `socialpub_deliveries_due`
-/// is, so SQLite's planner matches them.
+/// time, in a claimable state. Written exactly as SQLite's partial index
+/// `socialpub_deliveries_due` is, so its planner matches them; PostgreSQL's index leaves the
+/// state out (only a claimable state has a run time) and proves the match itself.
 macro_rules! due_condition {
     () => {
         "lease_owner IS NULL AND run_at IS NOT NULL \

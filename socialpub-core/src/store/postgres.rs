@@ -29,8 +29,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::common::{
-    BatchWrite, Batcher, Changed, DELIVERY_COLUMNS, Migration, OpResult, Step, TERMINAL_STATES,
-    WriteOp, apply_batch, check_not_newer, corrupt, db, due_condition, lease_until, parse_kind,
+    BatchWrite, Batcher, Changed, DELIVERY_COLUMNS, Migration, OpResult, Step, WriteOp,
+    apply_batch, check_not_newer, corrupt, db, due_condition, lease_until, parse_kind,
     parse_platform, parse_state, to_u32, trunc, trunc_transition,
 };
 use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
@@ -44,11 +44,24 @@ use crate::schedule::{
 };
 
 /// The embedded schema, applied in order on connect.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "lean_state_changes",
+        sql: include_str!("../../migrations/postgres/0002_lean_state_changes.sql"),
+    },
+];
+
+/// [`DELIVERY_COLUMNS`] of `socialpub_deliveries d`, for queries that join its lookup keys.
+const KEYED_COLUMNS: &str = "d.id, d.post_id, d.tenant, d.platform, d.account_id, d.post, \
+    d.state, d.due_at, d.run_at, d.attempt, d.max_attempts, d.deadline, d.fence, d.lease_owner, \
+    d.lease_expires_at, d.checkpoint, d.committed_at, d.receipt, d.last_error, d.had_failure, \
+    d.created_at, d.updated_at";
 
 /// The first half of the advisory-lock key that serializes migrations (the second is a hash
 /// of the schema name): "spub".
@@ -518,7 +531,9 @@ async fn write_step(
              UPDATE socialpub_deliveries SET state = $2, due_at = $3, run_at = $4, attempt = $5,
                  max_attempts = $6, deadline = $7, lease_owner = $8, lease_expires_at = $9,
                  checkpoint = $10, committed_at = $11, receipt = $12, last_error = $13,
-                 had_failure = $14, updated_at = $15
+                 had_failure = $14, updated_at = $15,
+                 finished_at = CASE WHEN $2 IN ('published', 'failed', 'cancelled')
+                                    THEN COALESCE(finished_at, $15) END
              WHERE id = $1),
          hist AS (
              INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
@@ -859,7 +874,6 @@ async fn write_versions<'e>(
     let mut d_id = Vec::with_capacity(n);
     let mut d_version = Vec::with_capacity(n);
     let mut d_state = Vec::with_capacity(n);
-    let mut d_due_at = Vec::with_capacity(n);
     let mut d_run_at = Vec::with_capacity(n);
     let mut d_attempt = Vec::with_capacity(n);
     let mut d_max_attempts = Vec::with_capacity(n);
@@ -893,7 +907,6 @@ async fn write_versions<'e>(
         d_id.push(d.id);
         d_version.push(p.read_with.as_str());
         d_state.push(d.state.as_str());
-        d_due_at.push(d.due_at);
         d_run_at.push(d.run_at);
         d_attempt.push(int("attempt", d.attempt)?);
         d_max_attempts.push(int("max_attempts", d.max_attempts)?);
@@ -929,18 +942,20 @@ async fn write_versions<'e>(
     }
     let written: Vec<(Uuid, String)> = sqlx::query_as(
         "WITH u AS (
-                 UPDATE socialpub_deliveries d SET state = j.state, due_at = j.due_at,
+                 UPDATE socialpub_deliveries d SET state = j.state,
                      run_at = j.run_at, attempt = j.attempt, max_attempts = j.max_attempts,
                      deadline = j.deadline, lease_owner = j.lease_owner,
                      lease_expires_at = j.lease_expires_at, checkpoint = j.checkpoint,
                      committed_at = j.committed_at, receipt = j.receipt,
                      last_error = j.last_error, had_failure = j.had_failure,
-                     updated_at = j.updated_at
-                 FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TIMESTAMPTZ[],
-                     $5::TIMESTAMPTZ[], $6::INTEGER[], $7::INTEGER[], $8::TIMESTAMPTZ[],
-                     $9::TEXT[], $10::TIMESTAMPTZ[], $11::JSONB[], $12::TIMESTAMPTZ[],
-                     $13::JSONB[], $14::JSONB[], $15::BOOLEAN[], $16::TIMESTAMPTZ[])
-                     AS j(id, row_version, state, due_at, run_at, attempt, max_attempts,
+                     updated_at = j.updated_at,
+                     finished_at = CASE WHEN j.state IN ('published', 'failed', 'cancelled')
+                                        THEN COALESCE(d.finished_at, j.updated_at) END
+                 FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[],
+                     $4::TIMESTAMPTZ[], $5::INTEGER[], $6::INTEGER[], $7::TIMESTAMPTZ[],
+                     $8::TEXT[], $9::TIMESTAMPTZ[], $10::JSONB[], $11::TIMESTAMPTZ[],
+                     $12::JSONB[], $13::JSONB[], $14::BOOLEAN[], $15::TIMESTAMPTZ[])
+                     AS j(id, row_version, state, run_at, attempt, max_attempts,
                      deadline, lease_owner, lease_expires_at, checkpoint, committed_at,
                      receipt, last_error, had_failure, updated_at)
                  WHERE d.id = j.id AND d.xmin::TEXT = j.row_version
@@ -950,8 +965,8 @@ async fn write_versions<'e>(
                      attempt, worker, error_kind, message)
                  SELECT h.delivery_id, h.tenant, h.at, h.from_state, h.to_state, h.attempt,
                      h.worker, h.error_kind, h.message
-                 FROM UNNEST($17::UUID[], $18::TEXT[], $19::TIMESTAMPTZ[], $20::TEXT[],
-                     $21::TEXT[], $22::INTEGER[], $23::TEXT[], $24::TEXT[], $25::TEXT[])
+                 FROM UNNEST($16::UUID[], $17::TEXT[], $18::TIMESTAMPTZ[], $19::TEXT[],
+                     $20::TEXT[], $21::INTEGER[], $22::TEXT[], $23::TEXT[], $24::TEXT[])
                      WITH ORDINALITY AS h(delivery_id, tenant, at, from_state, to_state,
                      attempt, worker, error_kind, message, n)
                  WHERE h.delivery_id IN (SELECT id FROM u)
@@ -959,8 +974,8 @@ async fn write_versions<'e>(
              ev AS (
                  INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
                  SELECT e.event_id, e.tenant, e.kind, e.delivery_id, e.at, e.payload
-                 FROM UNNEST($26::UUID[], $27::UUID[], $28::TEXT[], $29::TEXT[], $30::UUID[],
-                     $31::TIMESTAMPTZ[], $32::JSONB[])
+                 FROM UNNEST($25::UUID[], $26::UUID[], $27::TEXT[], $28::TEXT[], $29::UUID[],
+                     $30::TIMESTAMPTZ[], $31::JSONB[])
                      WITH ORDINALITY AS e(owner, event_id, tenant, kind, delivery_id, at,
                      payload, n)
                  WHERE e.owner IN (SELECT id FROM u)
@@ -970,7 +985,6 @@ async fn write_versions<'e>(
     .bind(&d_id)
     .bind(&d_version)
     .bind(&d_state)
-    .bind(&d_due_at)
     .bind(&d_run_at)
     .bind(&d_attempt)
     .bind(&d_max_attempts)
@@ -1134,18 +1148,20 @@ impl ScheduleStore for PostgresStore {
             history.push(history_json(&d.tenant, &d.inserted_entry()));
         }
         let events: Vec<_> = events.iter().map(event_json).collect();
-        // One statement (so one transaction and one round trip): the rows, their first
-        // history entries, their events, and the wake-up of other processes' workers.
+        // One statement (so one transaction and one round trip): the rows, their lookup
+        // keys, their first history entries, their events, and the wake-up of other
+        // processes' workers.
         sqlx::query(
             "WITH ins AS (
                  INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
                      post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
                      lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
-                     last_error, had_failure, created_at, updated_at)
+                     last_error, had_failure, created_at, updated_at, finished_at)
                  SELECT id, post_id, tenant, platform, account_id, post, state, due_at, run_at,
                      attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
                      checkpoint, committed_at, receipt, last_error, had_failure, created_at,
-                     updated_at
+                     updated_at, CASE WHEN state IN ('published', 'failed', 'cancelled')
+                                      THEN updated_at END
                  FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
                      platform TEXT, account_id TEXT, post JSONB, state TEXT,
                      due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
@@ -1153,7 +1169,10 @@ impl ScheduleStore for PostgresStore {
                      lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSONB,
                      committed_at TIMESTAMPTZ, receipt JSONB, last_error JSONB,
                      had_failure BOOLEAN, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)
-                 RETURNING 1),
+                 RETURNING id, tenant, due_at, post_id),
+             keys AS (
+                 INSERT INTO socialpub_delivery_keys (id, tenant, due_at, post_id)
+                 SELECT id, tenant, due_at, post_id FROM ins),
              hist AS (
                  INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
                      attempt, worker, error_kind, message)
@@ -1400,6 +1419,7 @@ impl ScheduleStore for PostgresStore {
             return Ok(RescheduleOutcome::NotFound);
         };
         let mut d = delivery_from_row(&row)?;
+        let was_due_at = d.due_at;
         let (outcome, entry) = d.apply_reschedule(due_at, at);
         let Some(entry) = entry else {
             tx.rollback()
@@ -1408,6 +1428,17 @@ impl ScheduleStore for PostgresStore {
             return Ok(outcome);
         };
         write_step(&mut tx, &d, std::slice::from_ref(&entry), &[]).await?;
+        sqlx::query(
+            "UPDATE socialpub_delivery_keys SET due_at = $1
+             WHERE tenant = $2 AND due_at = $3 AND id = $4",
+        )
+        .bind(d.due_at)
+        .bind(&d.tenant)
+        .bind(was_due_at)
+        .bind(d.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot move a delivery's lookup key"))?;
         self.notify_in(&mut tx).await?;
         tx.commit()
             .await
@@ -1448,13 +1479,14 @@ impl ScheduleStore for PostgresStore {
             Some(filter.states.iter().map(|s| s.as_str()).collect())
         };
         let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries
-             WHERE tenant = $1
-               AND ($2::TEXT[] IS NULL OR state = ANY($2))
-               AND ($3::TIMESTAMPTZ IS NULL OR due_at >= $3)
-               AND ($4::TIMESTAMPTZ IS NULL OR due_at < $4)
-               AND ($5::UUID IS NULL OR post_id = $5)
-             ORDER BY due_at, id LIMIT $6"
+            "SELECT {KEYED_COLUMNS} FROM socialpub_delivery_keys k
+                 JOIN socialpub_deliveries d ON d.id = k.id
+             WHERE k.tenant = $1
+               AND ($2::TEXT[] IS NULL OR d.state = ANY($2))
+               AND ($3::TIMESTAMPTZ IS NULL OR k.due_at >= $3)
+               AND ($4::TIMESTAMPTZ IS NULL OR k.due_at < $4)
+               AND ($5::UUID IS NULL OR k.post_id = $5)
+             ORDER BY k.due_at, k.id LIMIT $6"
         ))
         .bind(&filter.tenant)
         .bind(states)
@@ -1517,23 +1549,22 @@ impl ScheduleStore for PostgresStore {
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<PurgeReport> {
         let mut tx = self.begin().await?;
-        sqlx::query(&format!(
-            "DELETE FROM socialpub_history WHERE delivery_id IN (
-                 SELECT id FROM socialpub_deliveries
-                 WHERE state IN {TERMINAL_STATES} AND updated_at < $1)"
-        ))
+        let deliveries: i64 = sqlx::query_scalar(
+            "WITH doomed AS (
+                 DELETE FROM socialpub_deliveries WHERE finished_at < $1
+                 RETURNING id, tenant, due_at),
+             keys AS (
+                 DELETE FROM socialpub_delivery_keys k USING doomed
+                 WHERE k.tenant = doomed.tenant AND k.due_at = doomed.due_at
+                   AND k.id = doomed.id),
+             hist AS (
+                 DELETE FROM socialpub_history WHERE delivery_id IN (SELECT id FROM doomed))
+             SELECT count(*) FROM doomed",
+        )
         .bind(before)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(db("cannot purge history"))?;
-        let deliveries = sqlx::query(&format!(
-            "DELETE FROM socialpub_deliveries WHERE state IN {TERMINAL_STATES} AND updated_at < $1"
-        ))
-        .bind(before)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("cannot purge deliveries"))?
-        .rows_affected();
+        .map_err(db("cannot purge deliveries"))?;
         let events = sqlx::query("DELETE FROM socialpub_outbox WHERE at < $1")
             .bind(before)
             .execute(&mut *tx)
@@ -1541,7 +1572,10 @@ impl ScheduleStore for PostgresStore {
             .map_err(db("cannot purge events"))?
             .rows_affected();
         tx.commit().await.map_err(db("cannot commit a purge"))?;
-        Ok(PurgeReport { deliveries, events })
+        Ok(PurgeReport {
+            deliveries: u64::try_from(deliveries).unwrap_or(0),
+            events,
+        })
     }
 
     async fn export_tenant(&self, tenant: &str) -> Result<TenantExport> {
@@ -1552,8 +1586,9 @@ impl ScheduleStore for PostgresStore {
             .await
             .map_err(db("cannot start an export"))?;
         let deliveries = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM socialpub_deliveries WHERE tenant = $1
-             ORDER BY due_at, id"
+            "SELECT {KEYED_COLUMNS} FROM socialpub_delivery_keys k
+                 JOIN socialpub_deliveries d ON d.id = k.id
+             WHERE k.tenant = $1 ORDER BY k.due_at, k.id"
         ))
         .bind(tenant)
         .fetch_all(&mut *tx)
@@ -1565,8 +1600,8 @@ impl ScheduleStore for PostgresStore {
         let history = sqlx::query(
             "SELECT h.delivery_id, h.at, h.from_state, h.to_state, h.attempt, h.worker,
                     h.error_kind, h.message
-             FROM socialpub_history h JOIN socialpub_deliveries d ON d.id = h.delivery_id
-             WHERE d.tenant = $1 ORDER BY d.due_at, d.id, h.seq",
+             FROM socialpub_delivery_keys k JOIN socialpub_history h ON h.delivery_id = k.id
+             WHERE k.tenant = $1 ORDER BY k.due_at, k.id, h.seq",
         )
         .bind(tenant)
         .fetch_all(&mut *tx)
@@ -1595,20 +1630,20 @@ impl ScheduleStore for PostgresStore {
 
     async fn delete_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "DELETE FROM socialpub_history WHERE delivery_id IN (
-                 SELECT id FROM socialpub_deliveries WHERE tenant = $1)",
+        let n: i64 = sqlx::query_scalar(
+            "WITH keys AS (
+                 DELETE FROM socialpub_delivery_keys WHERE tenant = $1 RETURNING id),
+             hist AS (
+                 DELETE FROM socialpub_history WHERE delivery_id IN (SELECT id FROM keys)),
+             gone AS (
+                 DELETE FROM socialpub_deliveries WHERE id IN (SELECT id FROM keys)
+                 RETURNING 1)
+             SELECT count(*) FROM gone",
         )
         .bind(tenant)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(db("cannot delete a tenant's history"))?;
-        let n = sqlx::query("DELETE FROM socialpub_deliveries WHERE tenant = $1")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("cannot delete a tenant's deliveries"))?
-            .rows_affected();
+        .map_err(db("cannot delete a tenant's deliveries"))?;
         sqlx::query("DELETE FROM socialpub_outbox WHERE tenant = $1")
             .bind(tenant)
             .execute(&mut *tx)
@@ -1617,7 +1652,7 @@ impl ScheduleStore for PostgresStore {
         tx.commit()
             .await
             .map_err(db("cannot commit a tenant's deletion"))?;
-        Ok(n)
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {
@@ -1631,6 +1666,19 @@ mod tests {
     use super::*;
     use crate::schedule::DeliveryState;
     use crate::testkit::schedule::{new_post, t0};
+
+    #[test]
+    fn keyed_columns_are_the_delivery_columns() {
+        let prefixed: Vec<String> = DELIVERY_COLUMNS
+            .split(',')
+            .map(|c| format!("d.{}", c.trim()))
+            .collect();
+        let keyed: Vec<String> = KEYED_COLUMNS
+            .split(',')
+            .map(|c| c.trim().to_owned())
+            .collect();
+        assert_eq!(keyed, prefixed);
+    }
 
     /// A store on a schema of its own, or `None` (with a notice) when no test database is
     /// configured; under `CI=true` a missing database fails the test.

@@ -131,6 +131,7 @@ where
     polls_and_reconciles(&*factory().await).await;
     outbox(&*factory().await).await;
     data_rights(&*factory().await).await;
+    purge_after_publish(&*factory().await).await;
 }
 
 /// Inserted deliveries round-trip exactly, are scoped by tenant, start their history and
@@ -625,6 +626,24 @@ pub async fn cancel_and_reschedule(store: &dyn ScheduleStore) {
         other => panic!("a scheduled delivery reschedules: {other:?}"),
     }
     assert_eq!(store.next_due_at().await.expect("next"), Some(at(5)));
+    let listed_between = |from: i64, before: i64| {
+        let mut f = DeliveryFilter::tenant("t");
+        f.due_from = Some(at(from));
+        f.due_before = Some(at(before));
+        async move {
+            let listed = store.list(&f).await.expect("list");
+            listed.iter().map(|d| d.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed_between(5, 6).await,
+        vec![s.id],
+        "listed at its new time"
+    );
+    assert!(
+        listed_between(99, 101).await.is_empty(),
+        "not at its old time"
+    );
     match store.cancel("t", s.id, at(2)).await.expect("cancel") {
         CancelOutcome::Cancelled(d) => {
             assert_eq!(d.state, DeliveryState::Cancelled);
@@ -855,6 +874,51 @@ pub async fn outbox(store: &dyn ScheduleStore) {
         .map(|e| e.seq)
         .collect();
     assert_eq!(left, vec![all[1].seq, all[3].seq]);
+}
+
+/// A delivery a worker published is final from its publish time (and has no run time): a
+/// purge with an earlier cut-off keeps it, a later one takes it with its history.
+pub async fn purge_after_publish(store: &dyn ScheduleStore) {
+    let d = insert(store, "p", &["1"], 0).await.remove(0);
+    let c = store
+        .claim_due("w", at(1), 10, LEASE)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(c.id, d.id);
+    let f = c.lease.as_ref().expect("lease").fence;
+    let committing = applied(
+        store.commit_point(d.id, f, at(2)).await.expect("cp"),
+        "commit",
+    );
+    assert_eq!(
+        store.purge(at(3)).await.expect("purge").deliveries,
+        0,
+        "not final yet"
+    );
+    // A run time given with a final state is dropped: only a due state has one.
+    let t = Transition::new(&committing, DeliveryState::Published, at(5))
+        .receipt(receipt("remote-p", 5))
+        .run_at(at(7));
+    let done = applied(store.transition(&t).await.expect("write"), "published");
+    assert_eq!(done.run_at, None);
+    assert_eq!(store.next_due_at().await.expect("next"), None);
+    assert_eq!(
+        store.purge(at(5)).await.expect("purge").deliveries,
+        0,
+        "published at 5, not before"
+    );
+    assert!(store.get("p", d.id).await.expect("get").is_some());
+    assert_eq!(store.purge(at(6)).await.expect("purge").deliveries, 1);
+    assert!(store.get("p", d.id).await.expect("get").is_none());
+    assert!(store.history("p", d.id).await.expect("h").is_empty());
+    assert!(
+        store
+            .list(&DeliveryFilter::tenant("p"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 /// Purge removes final deliveries and old events only; export returns all of one tenant's
