@@ -1225,11 +1225,12 @@ impl ScheduleStore for PostgresStore {
         // MATERIALIZED CTE keeps the planner from re-running the LIMIT subquery per row. The
         // limit is a sub-select so that no plan knows it: a plan made for a limit of 8 would
         // cost less than the generic plan, and PostgreSQL would then plan every claim anew.
-        // The update finds the picked rows by id (`= ANY`), so the generic plan reads them
-        // through the primary key rather than joining against a scan of the whole table.
+        // The update finds the picked rows by their tuple ids (`ctid = ANY`, a TID scan: no
+        // index lookup, no join against a scan of the table). A row this transaction has
+        // locked cannot be updated by another, so its tuple id holds until the update.
         let rows = sqlx::query(&format!(
             "WITH picked AS MATERIALIZED (
-                 SELECT id, state AS from_state
+                 SELECT ctid AS tid, id, state AS from_state
                  FROM socialpub_deliveries
                  WHERE {} AND run_at <= $3
                  ORDER BY run_at, id LIMIT (SELECT $4::BIGINT)
@@ -1242,7 +1243,7 @@ impl ScheduleStore for PostgresStore {
                                   ELSE d.state END,
                      attempt = CASE WHEN d.state IN ('scheduled', 'retry_waiting')
                                     THEN d.attempt + 1 ELSE d.attempt END
-                 WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
+                 WHERE d.ctid = ANY (ARRAY(SELECT tid FROM picked))
                  RETURNING d.*, d.xmin::TEXT AS row_version),
              hist AS (
                  INSERT INTO socialpub_history
