@@ -90,6 +90,15 @@ END
 \$\$;
 -- CREATEDB: the benchmarks make a fresh database per run.
 ALTER ROLE $PG_USER WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+-- pg_checkpoint (PostgreSQL 15 and later): the lag benchmark starts from a checkpoint, so
+-- the write-ahead log of earlier benchmarks is not flushed during it.
+DO \$\$
+BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'pg_checkpoint') THEN
+    GRANT pg_checkpoint TO $PG_USER;
+  END IF;
+END
+\$\$;
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB') \gexec
 SQL

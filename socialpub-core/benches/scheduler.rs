@@ -405,6 +405,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 /// Offers `rate` posts per second for `secs` seconds, each due 1 s after it is scheduled,
 /// and measures the lag from its due time to the start of its publish.
 async fn lag(kind: Kind, rate: u32, secs: u32) {
+    checkpoint().await;
     let fresh = Fresh::new(kind).await;
     let noop = Arc::new(Noop::default());
     let engine = engine(fresh.store.clone(), noop.clone(), DEFAULTS);
@@ -568,6 +569,21 @@ fn graphile(n: usize) {
                 String::from_utf8_lossy(&out.stderr)
             ),
         }
+    }
+}
+
+/// Flushes PostgreSQL's dirty pages now (when the role may: `pg_checkpoint`), so that a
+/// checkpoint of earlier benchmarks' writes does not run during a latency measurement: its
+/// disk traffic slows every commit on this machine's one disk, SQLite's included.
+async fn checkpoint() {
+    let Some(url) = pg_url() else {
+        return;
+    };
+    let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await else {
+        return;
+    };
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(&mut conn).await {
+        eprintln!("no CHECKPOINT before the lag run ({e}); grant pg_checkpoint to the role");
     }
 }
 
