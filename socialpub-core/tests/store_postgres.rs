@@ -236,6 +236,54 @@ async fn a_version_1_database_is_upgraded_in_place() {
     schemas.drop_all().await;
 }
 
+/// Schedules arriving together share a commit; one caller's duplicate id fails that caller
+/// alone, and every other caller's rows are stored with their history and events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_fail_only_for_their_own_rows() {
+    use socialpub_core::schedule::DeliveryFilter;
+    let Some(url) = url("concurrent_inserts_fail_only_for_their_own_rows") else {
+        return;
+    };
+    let schemas = Schemas::new(url, "inserts");
+    let store = schemas.store().await;
+    let (first, first_events) = new_post("t", &["0"], 0);
+    store.insert(&first, &first_events).await.expect("insert");
+    for round in 0..5 {
+        let calls: Vec<_> = (0..24)
+            .map(|i| {
+                let store = store.clone();
+                let (mut d, e) = new_post("t", &[&format!("{round}-{i}")], 0);
+                if i == 7 {
+                    // The id of a stored delivery: this call must fail, alone.
+                    d[0].id = first[0].id;
+                }
+                tokio::spawn(async move { (i, store.insert(&d, &e).await, d[0].id) })
+            })
+            .collect();
+        for call in calls {
+            let (i, result, id) = call.await.expect("join");
+            if i == 7 {
+                let err = result.expect_err("a duplicate id is refused");
+                assert_eq!(err.kind(), socialpub_core::ErrorKind::InvalidInput, "{err}");
+            } else {
+                result.expect("the other calls succeed");
+                let d = store.get("t", id).await.expect("get").expect("stored");
+                assert_eq!(store.history("t", id).await.expect("history").len(), 1);
+                assert_eq!(d.tenant, "t");
+            }
+        }
+    }
+    let mut all = DeliveryFilter::tenant("t");
+    all.limit = 1_000;
+    assert_eq!(store.list(&all).await.expect("list").len(), 1 + 5 * 23);
+    assert_eq!(
+        store.events(None, 1_000).await.expect("events").len(),
+        1 + 5 * 23,
+        "one scheduled event per stored delivery, none for the refused ones"
+    );
+    schemas.drop_all().await;
+}
+
 #[tokio::test]
 async fn rejects_a_bad_schema_name_and_hides_the_password() {
     let err = PostgresStore::builder("postgres://u:hunter2@127.0.0.1:1/db")

@@ -24,7 +24,7 @@ use sqlx::postgres::{
 };
 use sqlx::types::Json;
 use sqlx::{Connection, Executor, Row};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -169,6 +169,7 @@ impl PostgresStoreBuilder {
             }),
             BATCHES_IN_FLIGHT,
         );
+        let inserts = InsertGroups::start(pool.clone(), channel.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -179,6 +180,7 @@ impl PostgresStoreBuilder {
                 listener: OnceLock::new(),
                 batcher,
                 held,
+                inserts,
             }),
         })
     }
@@ -293,6 +295,8 @@ struct Inner {
     batcher: Option<Batcher>,
     /// The rows this process holds leases on, as last claimed or written.
     held: Arc<Held>,
+    /// Group commit of schedules.
+    inserts: Option<InsertGroups>,
 }
 
 impl Drop for Inner {
@@ -1088,6 +1092,175 @@ impl BatchWrite for BatchWriter {
     }
 }
 
+fn refs<T>(items: &[T]) -> Vec<&T> {
+    items.iter().collect()
+}
+
+/// Inserts deliveries with their first history entries and their events, and wakes other
+/// processes' workers, in one statement (so one transaction and one round trip).
+async fn insert_rows(
+    pool: &PgPool,
+    channel: &str,
+    deliveries: &[&Delivery],
+    events: &[&Event],
+) -> Result<()> {
+    let mut rows = Vec::with_capacity(deliveries.len());
+    let mut history = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let mut row = delivery_json(d);
+        if let Some(o) = row.as_object_mut() {
+            o.insert("post_id".into(), serde_json::json!(d.post_id));
+            o.insert("tenant".into(), d.tenant.clone().into());
+            o.insert("platform".into(), d.target.platform.as_str().into());
+            o.insert("account_id".into(), d.target.account_id.clone().into());
+            o.insert("post".into(), serde_json::json!(d.post));
+            o.insert("fence".into(), d.fence.into());
+            o.insert("created_at".into(), serde_json::json!(d.created_at));
+        }
+        rows.push(row);
+        history.push(history_json(&d.tenant, &d.inserted_entry()));
+    }
+    let events: Vec<_> = events.iter().map(|e| event_json(e)).collect();
+    sqlx::query(
+        "WITH ins AS (
+             INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
+                 post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
+                 lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
+                 last_error, had_failure, created_at, updated_at, finished_at)
+             SELECT id, post_id, tenant, platform, account_id, post, state, due_at, run_at,
+                 attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
+                 checkpoint, committed_at, receipt, last_error, had_failure, created_at,
+                 updated_at, CASE WHEN state IN ('published', 'failed', 'cancelled')
+                                  THEN updated_at END
+             FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
+                 platform TEXT, account_id TEXT, post JSONB, state TEXT,
+                 due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
+                 max_attempts INTEGER, deadline TIMESTAMPTZ, fence BIGINT,
+                 lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSONB,
+                 committed_at TIMESTAMPTZ, receipt JSONB, last_error JSONB,
+                 had_failure BOOLEAN, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)
+             RETURNING id, tenant, due_at, post_id),
+         keys AS (
+             INSERT INTO socialpub_delivery_keys (id, tenant, due_at, post_id)
+             SELECT id, tenant, due_at, post_id FROM ins),
+         hist AS (
+             INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
+                 attempt, worker, error_kind, message)
+             SELECT (v ->> 'delivery_id')::UUID, v ->> 'tenant', (v ->> 'at')::TIMESTAMPTZ,
+                 v ->> 'from_state', v ->> 'to_state', (v ->> 'attempt')::INTEGER,
+                 v ->> 'worker', v ->> 'error_kind', v ->> 'message'
+             FROM jsonb_array_elements($2) WITH ORDINALITY AS h(v, n)
+             ORDER BY n),
+         ev AS (
+             INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+             SELECT (v ->> 'event_id')::UUID, v ->> 'tenant', v ->> 'kind',
+                 (v ->> 'delivery_id')::UUID, (v ->> 'at')::TIMESTAMPTZ, v -> 'payload'
+             FROM jsonb_array_elements($3) WITH ORDINALITY AS e(v, n)
+             ORDER BY n)
+         SELECT pg_notify($4, '') FROM (SELECT count(*) FROM ins) c",
+    )
+    .bind(Json(&rows))
+    .bind(Json(&history))
+    .bind(Json(&events))
+    .bind(channel)
+    .execute(pool)
+    .await
+    .map_err(|e| {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
+            Error::invalid_input("a delivery with one of these ids already exists")
+        } else {
+            Error::storage(format!("cannot insert deliveries: {e}"), e)
+        }
+    })?;
+    Ok(())
+}
+
+/// Calls to [`ScheduleStore::insert`] with fewer deliveries than this share a statement and a
+/// commit with the calls that arrive while one is being written; larger ones go alone.
+const GROUPED_INSERT_MAX: usize = 256;
+
+/// Grouped inserts written at once.
+const INSERTS_IN_FLIGHT: usize = 2;
+
+type PendingInsert = (Vec<Delivery>, Vec<Event>, oneshot::Sender<Result<()>>);
+
+/// Group commit of schedules: every schedule is a transaction that waits for the disk, and on
+/// a disk that flushes slowly those waits, one per post, queue up. Calls that arrive while a
+/// group is being written share the next statement and its one commit. A failed group (one
+/// caller's duplicate id, say) is retried call by call, so a call fails only for its own rows.
+struct InsertGroups {
+    tx: tokio::sync::mpsc::UnboundedSender<PendingInsert>,
+}
+
+impl InsertGroups {
+    /// Starts the grouping task on the current runtime, or `None` outside one.
+    fn start(pool: PgPool, channel: String) -> Option<Self> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PendingInsert>();
+        let slots = Arc::new(tokio::sync::Semaphore::new(INSERTS_IN_FLIGHT));
+        handle.spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut group = Vec::new();
+                if rx.recv_many(&mut group, GROUPED_INSERT_MAX).await == 0 {
+                    return;
+                }
+                let (pool, channel) = (pool.clone(), channel.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    insert_group(&pool, &channel, group).await;
+                });
+            }
+        });
+        Some(InsertGroups { tx })
+    }
+
+    /// Queues an insert and waits for its result; gives the rows back when the task is gone
+    /// (its runtime shut down) before taking them, for the caller to write alone.
+    async fn submit(
+        &self,
+        deliveries: Vec<Delivery>,
+        events: Vec<Event>,
+    ) -> std::result::Result<Result<()>, (Vec<Delivery>, Vec<Event>)> {
+        let (reply, rx) = oneshot::channel();
+        if let Err(unsent) = self.tx.send((deliveries, events, reply)) {
+            let (d, e, _) = unsent.0;
+            return Err((d, e));
+        }
+        Ok(rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Storage,
+                "the store's insert task stopped before answering (its runtime shut down); \
+                 the deliveries may or may not have been inserted",
+            ))
+        }))
+    }
+}
+
+async fn insert_group(pool: &PgPool, channel: &str, group: Vec<PendingInsert>) {
+    if group.len() > 1 {
+        let deliveries: Vec<&Delivery> = group.iter().flat_map(|(d, _, _)| d).collect();
+        let events: Vec<&Event> = group.iter().flat_map(|(_, e, _)| e).collect();
+        if insert_rows(pool, channel, &deliveries, &events)
+            .await
+            .is_ok()
+        {
+            for (_, _, reply) in group {
+                let _ = reply.send(Ok(()));
+            }
+            return;
+        }
+    }
+    for (deliveries, events, reply) in group {
+        let (d, e) = (refs(&deliveries), refs(&events));
+        let _ = reply.send(insert_rows(pool, channel, &d, &e).await);
+    }
+}
+
 /// Listens on `channel` until the store is dropped; reconnects after errors, waking workers so
 /// they poll whatever a lost notification announced.
 async fn listen(options: PgConnectOptions, channel: String, wake: Weak<Notify>) {
@@ -1131,79 +1304,22 @@ async fn listen(options: PgConnectOptions, channel: String, wake: Weak<Notify>) 
 #[async_trait]
 impl ScheduleStore for PostgresStore {
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
-        let mut rows = Vec::with_capacity(deliveries.len());
-        let mut history = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            let mut row = delivery_json(d);
-            if let Some(o) = row.as_object_mut() {
-                o.insert("post_id".into(), serde_json::json!(d.post_id));
-                o.insert("tenant".into(), d.tenant.clone().into());
-                o.insert("platform".into(), d.target.platform.as_str().into());
-                o.insert("account_id".into(), d.target.account_id.clone().into());
-                o.insert("post".into(), serde_json::json!(d.post));
-                o.insert("fence".into(), d.fence.into());
-                o.insert("created_at".into(), serde_json::json!(d.created_at));
+        let small = deliveries.len() < GROUPED_INSERT_MAX;
+        match &self.inner.inserts {
+            Some(group) if small => {
+                match group.submit(deliveries.to_vec(), events.to_vec()).await {
+                    Ok(result) => result?,
+                    Err((deliveries, events)) => {
+                        let (d, e) = (refs(&deliveries), refs(&events));
+                        insert_rows(&self.inner.pool, &self.inner.channel, &d, &e).await?
+                    }
+                }
             }
-            rows.push(row);
-            history.push(history_json(&d.tenant, &d.inserted_entry()));
+            _ => {
+                let (d, e) = (refs(deliveries), refs(events));
+                insert_rows(&self.inner.pool, &self.inner.channel, &d, &e).await?
+            }
         }
-        let events: Vec<_> = events.iter().map(event_json).collect();
-        // One statement (so one transaction and one round trip): the rows, their lookup
-        // keys, their first history entries, their events, and the wake-up of other
-        // processes' workers.
-        sqlx::query(
-            "WITH ins AS (
-                 INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
-                     post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
-                     lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
-                     last_error, had_failure, created_at, updated_at, finished_at)
-                 SELECT id, post_id, tenant, platform, account_id, post, state, due_at, run_at,
-                     attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
-                     checkpoint, committed_at, receipt, last_error, had_failure, created_at,
-                     updated_at, CASE WHEN state IN ('published', 'failed', 'cancelled')
-                                      THEN updated_at END
-                 FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
-                     platform TEXT, account_id TEXT, post JSONB, state TEXT,
-                     due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
-                     max_attempts INTEGER, deadline TIMESTAMPTZ, fence BIGINT,
-                     lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSONB,
-                     committed_at TIMESTAMPTZ, receipt JSONB, last_error JSONB,
-                     had_failure BOOLEAN, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)
-                 RETURNING id, tenant, due_at, post_id),
-             keys AS (
-                 INSERT INTO socialpub_delivery_keys (id, tenant, due_at, post_id)
-                 SELECT id, tenant, due_at, post_id FROM ins),
-             hist AS (
-                 INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
-                     attempt, worker, error_kind, message)
-                 SELECT (v ->> 'delivery_id')::UUID, v ->> 'tenant', (v ->> 'at')::TIMESTAMPTZ,
-                     v ->> 'from_state', v ->> 'to_state', (v ->> 'attempt')::INTEGER,
-                     v ->> 'worker', v ->> 'error_kind', v ->> 'message'
-                 FROM jsonb_array_elements($2) WITH ORDINALITY AS h(v, n)
-                 ORDER BY n),
-             ev AS (
-                 INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-                 SELECT (v ->> 'event_id')::UUID, v ->> 'tenant', v ->> 'kind',
-                     (v ->> 'delivery_id')::UUID, (v ->> 'at')::TIMESTAMPTZ, v -> 'payload'
-                 FROM jsonb_array_elements($3) WITH ORDINALITY AS e(v, n)
-                 ORDER BY n)
-             SELECT pg_notify($4, '') FROM (SELECT count(*) FROM ins) c",
-        )
-        .bind(Json(&rows))
-        .bind(Json(&history))
-        .bind(Json(&events))
-        .bind(&self.inner.channel)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(|e| {
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation())
-            {
-                Error::invalid_input("a delivery with one of these ids already exists")
-            } else {
-                Error::storage(format!("cannot insert deliveries: {e}"), e)
-            }
-        })?;
         self.wake_local();
         Ok(())
     }
