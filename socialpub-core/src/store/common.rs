@@ -118,8 +118,16 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, post_id, tenant, platform, accoun
     lease_expires_at, checkpoint, committed_at, receipt, last_error, had_failure, created_at, \
     updated_at";
 
+/// The terminal states, as SQL (a macro, for `concat!`).
+macro_rules! terminal_states {
+    () => {
+        "('published', 'failed', 'cancelled')"
+    };
+}
+pub(crate) use terminal_states;
+
 /// The terminal states, as SQL.
-pub(crate) const TERMINAL_STATES: &str = "('published', 'failed', 'cancelled')";
+pub(crate) const TERMINAL_STATES: &str = terminal_states!();
 
 /// Parses a stored state.
 pub(crate) fn parse_state(column: &str, s: &str) -> Result<crate::schedule::DeliveryState> {
@@ -308,10 +316,84 @@ pub(crate) fn apply_batch<V>(
     (results, changed)
 }
 
-type Pending = (WriteOp, tokio::sync::oneshot::Sender<OpResult>);
+/// A call waiting in a [`Groups`] queue, with where its answer goes.
+pub(crate) type Pending<Op, T> = (Op, tokio::sync::oneshot::Sender<Result<T>>);
+
+/// Group commit: concurrent calls are queued to one task that hands whatever is waiting (up
+/// to a maximum) to a writer as one group, which writes it in a single transaction and then
+/// answers each caller. A caller is answered only after the commit, so each write is exactly
+/// as durable as if it were alone; many calls share one commit (and one disk flush) instead
+/// of paying one each. An idle store adds no delay: a lone call is written at once.
+pub(crate) struct Groups<Op, T> {
+    tx: tokio::sync::mpsc::UnboundedSender<Pending<Op, T>>,
+    /// Said to a caller whose group was dropped unanswered (its runtime shut down).
+    gone: &'static str,
+}
+
+impl<Op, T> std::fmt::Debug for Groups<Op, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").finish_non_exhaustive()
+    }
+}
+
+impl<Op: Send + 'static, T: Send + 'static> Groups<Op, T> {
+    /// Starts the task on the current runtime: groups of at most `max` calls, at most
+    /// `in_flight` of them being written at once (1 for a store with one writer; more where
+    /// the database overlaps commits, so one group's disk flush need not wait for the
+    /// previous one's). `write` must answer every call of its group. The task ends when the
+    /// queue is dropped. `None` outside a runtime (callers then write directly).
+    pub(crate) fn start<W, Fut>(
+        max: usize,
+        in_flight: usize,
+        gone: &'static str,
+        write: W,
+    ) -> Option<Self>
+    where
+        W: Fn(Vec<Pending<Op, T>>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending<Op, T>>();
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+        handle.spawn(async move {
+            loop {
+                // A slot first, then whatever is waiting: calls that arrive while every slot
+                // is busy join the next group instead of making groups of one.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut group = Vec::with_capacity(max);
+                if rx.recv_many(&mut group, max).await == 0 {
+                    return;
+                }
+                let written = write(group);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    written.await;
+                });
+            }
+        });
+        Some(Groups { tx, gone })
+    }
+
+    /// Queues `op` and waits for its answer. `Err(op)` when the task is gone (its runtime
+    /// shut down) before taking it: the caller writes it directly.
+    pub(crate) async fn submit(&self, op: Op) -> std::result::Result<Result<T>, Op> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if let Err(unsent) = self.tx.send((op, reply)) {
+            return Err(unsent.0.0);
+        }
+        Ok(rx
+            .await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Storage, self.gone))))
+    }
+}
 
 /// Writes one batch and answers each of its callers.
-async fn write_and_answer(writer: &dyn BatchWrite, mut batch: Vec<Pending>) {
+async fn write_and_answer(
+    writer: &dyn BatchWrite,
+    mut batch: Vec<Pending<WriteOp, crate::schedule::Fenced<crate::schedule::Delivery>>>,
+) {
     let ops: Vec<WriteOp> = batch.iter().map(|(op, _)| op.clone()).collect();
     match writer.write_batch(&ops).await {
         Ok(results) => {
@@ -328,24 +410,16 @@ async fn write_and_answer(writer: &dyn BatchWrite, mut batch: Vec<Pending>) {
     }
 }
 
-/// Group commit for the hot writes (transitions and commit points): concurrent calls are
-/// queued to one task that writes whatever is waiting in a single transaction, then answers
-/// each caller. A caller is answered only after the commit, so each write is exactly as
-/// durable as if it were alone; many deliveries share one commit (and one disk flush)
-/// instead of paying one each. An idle store adds no delay: a lone write is sent at once.
-#[derive(Debug, Clone)]
-pub(crate) struct Batcher {
-    tx: tokio::sync::mpsc::UnboundedSender<Pending>,
-}
+/// Group commit of the hot writes (transitions and commit points), through [`Groups`].
+#[derive(Debug)]
+pub(crate) struct Batcher(Groups<WriteOp, crate::schedule::Fenced<crate::schedule::Delivery>>);
 
 /// Most ops in one transaction.
 const MAX_BATCH: usize = 256;
 
 impl Batcher {
     /// Starts the task on the current runtime, with at most `in_flight` batches being written
-    /// at once (1 for a store with one writer; more where the database overlaps commits, so
-    /// one batch's disk flush need not wait for the previous one's). It ends when every clone
-    /// of the batcher is dropped. `None` outside a runtime (callers then write directly).
+    /// at once. `None` outside a runtime (callers then write directly).
     ///
     /// Batches written at once may hold ops on the same delivery only from callers that did
     /// not wait for each other (a worker awaits each write before its next), so no order
@@ -354,43 +428,22 @@ impl Batcher {
         writer: std::sync::Arc<dyn BatchWrite>,
         in_flight: usize,
     ) -> Option<Batcher> {
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Pending>();
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
-        handle.spawn(async move {
-            loop {
-                // A slot first, then whatever is waiting: ops that arrive while every slot
-                // is busy join the next batch instead of making batches of one.
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-                if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                    return;
-                }
+        Groups::start(
+            MAX_BATCH,
+            in_flight,
+            "the store's write task stopped before answering (its runtime shut down); the \
+             write may or may not have been applied",
+            move |batch| {
                 let writer = writer.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    write_and_answer(writer.as_ref(), batch).await;
-                });
-            }
-        });
-        Some(Batcher { tx })
+                async move { write_and_answer(writer.as_ref(), batch).await }
+            },
+        )
+        .map(Batcher)
     }
 
     /// Queues `op` and waits for its result. `Err(op)` when the task is gone (its runtime
     /// shut down) before taking it: the caller writes it directly.
     pub(crate) async fn submit(&self, op: WriteOp) -> std::result::Result<OpResult, WriteOp> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        if let Err(unsent) = self.tx.send((op, reply)) {
-            return Err(unsent.0.0);
-        }
-        Ok(rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Storage,
-                "the store's write task stopped before answering (its runtime shut down); \
-                 the write may or may not have been applied",
-            ))
-        }))
+        self.0.submit(op).await
     }
 }

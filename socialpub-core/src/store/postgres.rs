@@ -24,14 +24,14 @@ use sqlx::postgres::{
 };
 use sqlx::types::Json;
 use sqlx::{Connection, Executor, Row};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::common::{
-    BatchWrite, Batcher, Changed, DELIVERY_COLUMNS, Migration, OpResult, Step, WriteOp,
-    apply_batch, check_not_newer, corrupt, db, due_condition, lease_until, parse_kind,
-    parse_platform, parse_state, to_u32, trunc, trunc_transition,
+    BatchWrite, Batcher, Changed, DELIVERY_COLUMNS, Groups, Migration, OpResult, Pending, Step,
+    WriteOp, apply_batch, check_not_newer, corrupt, db, due_condition, lease_until, parse_kind,
+    parse_platform, parse_state, terminal_states, to_u32, trunc, trunc_transition,
 };
 use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -169,7 +169,7 @@ impl PostgresStoreBuilder {
             }),
             BATCHES_IN_FLIGHT,
         );
-        let inserts = InsertGroups::start(pool.clone(), channel.clone());
+        let inserts = insert_groups(pool.clone(), channel.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -296,7 +296,7 @@ struct Inner {
     /// The rows this process holds leases on, as last claimed or written.
     held: Arc<Held>,
     /// Group commit of schedules.
-    inserts: Option<InsertGroups>,
+    inserts: Option<Groups<InsertCall, ()>>,
 }
 
 impl Drop for Inner {
@@ -530,14 +530,15 @@ async fn write_step(
 ) -> Result<()> {
     let h = history.first();
     let e = events.first();
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH upd AS (
              UPDATE socialpub_deliveries SET state = $2, due_at = $3, run_at = $4, attempt = $5,
                  max_attempts = $6, deadline = $7, lease_owner = $8, lease_expires_at = $9,
                  checkpoint = $10, committed_at = $11, receipt = $12, last_error = $13,
                  had_failure = $14, updated_at = $15,
-                 finished_at = CASE WHEN $2 IN ('published', 'failed', 'cancelled')
-                                    THEN COALESCE(finished_at, $15) END
+                 finished_at = CASE WHEN $2 IN ",
+        terminal_states!(),
+        " THEN COALESCE(finished_at, $15) END
              WHERE id = $1),
          hist AS (
              INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
@@ -545,7 +546,7 @@ async fn write_step(
              SELECT $1, $16, $17, $18, $19, $20, $21, $22, $23 WHERE $24)
          INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
          SELECT $25, $16, $26, $1, $27, $28 WHERE $29",
-    )
+    ))
     .bind(d.id)
     .bind(d.state.as_str())
     .bind(d.due_at)
@@ -944,7 +945,7 @@ async fn write_versions<'e>(
             e_payload.push(Json(e));
         }
     }
-    let written: Vec<(Uuid, String)> = sqlx::query_as(
+    let written: Vec<(Uuid, String)> = sqlx::query_as(concat!(
         "WITH u AS (
                  UPDATE socialpub_deliveries d SET state = j.state,
                      run_at = j.run_at, attempt = j.attempt, max_attempts = j.max_attempts,
@@ -953,8 +954,9 @@ async fn write_versions<'e>(
                      committed_at = j.committed_at, receipt = j.receipt,
                      last_error = j.last_error, had_failure = j.had_failure,
                      updated_at = j.updated_at,
-                     finished_at = CASE WHEN j.state IN ('published', 'failed', 'cancelled')
-                                        THEN COALESCE(d.finished_at, j.updated_at) END
+                     finished_at = CASE WHEN j.state IN ",
+        terminal_states!(),
+        " THEN COALESCE(d.finished_at, j.updated_at) END
                  FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[],
                      $4::TIMESTAMPTZ[], $5::INTEGER[], $6::INTEGER[], $7::TIMESTAMPTZ[],
                      $8::TEXT[], $9::TIMESTAMPTZ[], $10::JSONB[], $11::TIMESTAMPTZ[],
@@ -985,7 +987,7 @@ async fn write_versions<'e>(
                  WHERE e.owner IN (SELECT id FROM u)
                  ORDER BY e.n)
              SELECT id, row_version FROM u",
-    )
+    ))
     .bind(&d_id)
     .bind(&d_version)
     .bind(&d_state)
@@ -1121,7 +1123,7 @@ async fn insert_rows(
         history.push(history_json(&d.tenant, &d.inserted_entry()));
     }
     let events: Vec<_> = events.iter().map(|e| event_json(e)).collect();
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH ins AS (
              INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
                  post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
@@ -1130,8 +1132,9 @@ async fn insert_rows(
              SELECT id, post_id, tenant, platform, account_id, post, state, due_at, run_at,
                  attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
                  checkpoint, committed_at, receipt, last_error, had_failure, created_at,
-                 updated_at, CASE WHEN state IN ('published', 'failed', 'cancelled')
-                                  THEN updated_at END
+                 updated_at, CASE WHEN state IN ",
+        terminal_states!(),
+        " THEN updated_at END
              FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
                  platform TEXT, account_id TEXT, post JSONB, state TEXT,
                  due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
@@ -1158,7 +1161,7 @@ async fn insert_rows(
              FROM jsonb_array_elements($3) WITH ORDINALITY AS e(v, n)
              ORDER BY n)
          SELECT pg_notify($4, '') FROM (SELECT count(*) FROM ins) c",
-    )
+    ))
     .bind(Json(&rows))
     .bind(Json(&history))
     .bind(Json(&events))
@@ -1184,78 +1187,40 @@ const GROUPED_INSERT_MAX: usize = 256;
 /// Grouped inserts written at once.
 const INSERTS_IN_FLIGHT: usize = 2;
 
-type PendingInsert = (Vec<Delivery>, Vec<Event>, oneshot::Sender<Result<()>>);
+type InsertCall = (Vec<Delivery>, Vec<Event>);
 
 /// Group commit of schedules: every schedule is a transaction that waits for the disk, and on
 /// a disk that flushes slowly those waits, one per post, queue up. Calls that arrive while a
 /// group is being written share the next statement and its one commit. A failed group (one
 /// caller's duplicate id, say) is retried call by call, so a call fails only for its own rows.
-struct InsertGroups {
-    tx: tokio::sync::mpsc::UnboundedSender<PendingInsert>,
+fn insert_groups(pool: PgPool, channel: String) -> Option<Groups<InsertCall, ()>> {
+    Groups::start(
+        GROUPED_INSERT_MAX,
+        INSERTS_IN_FLIGHT,
+        "the store's insert task stopped before answering (its runtime shut down); the \
+         deliveries may or may not have been inserted",
+        move |group| {
+            let (pool, channel) = (pool.clone(), channel.clone());
+            async move { insert_group(&pool, &channel, group).await }
+        },
+    )
 }
 
-impl InsertGroups {
-    /// Starts the grouping task on the current runtime, or `None` outside one.
-    fn start(pool: PgPool, channel: String) -> Option<Self> {
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PendingInsert>();
-        let slots = Arc::new(tokio::sync::Semaphore::new(INSERTS_IN_FLIGHT));
-        handle.spawn(async move {
-            loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut group = Vec::new();
-                if rx.recv_many(&mut group, GROUPED_INSERT_MAX).await == 0 {
-                    return;
-                }
-                let (pool, channel) = (pool.clone(), channel.clone());
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    insert_group(&pool, &channel, group).await;
-                });
-            }
-        });
-        Some(InsertGroups { tx })
-    }
-
-    /// Queues an insert and waits for its result; gives the rows back when the task is gone
-    /// (its runtime shut down) before taking them, for the caller to write alone.
-    async fn submit(
-        &self,
-        deliveries: Vec<Delivery>,
-        events: Vec<Event>,
-    ) -> std::result::Result<Result<()>, (Vec<Delivery>, Vec<Event>)> {
-        let (reply, rx) = oneshot::channel();
-        if let Err(unsent) = self.tx.send((deliveries, events, reply)) {
-            let (d, e, _) = unsent.0;
-            return Err((d, e));
-        }
-        Ok(rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Storage,
-                "the store's insert task stopped before answering (its runtime shut down); \
-                 the deliveries may or may not have been inserted",
-            ))
-        }))
-    }
-}
-
-async fn insert_group(pool: &PgPool, channel: &str, group: Vec<PendingInsert>) {
+async fn insert_group(pool: &PgPool, channel: &str, group: Vec<Pending<InsertCall, ()>>) {
     if group.len() > 1 {
-        let deliveries: Vec<&Delivery> = group.iter().flat_map(|(d, _, _)| d).collect();
-        let events: Vec<&Event> = group.iter().flat_map(|(_, e, _)| e).collect();
+        let deliveries: Vec<&Delivery> = group.iter().flat_map(|((d, _), _)| d).collect();
+        let events: Vec<&Event> = group.iter().flat_map(|((_, e), _)| e).collect();
         if insert_rows(pool, channel, &deliveries, &events)
             .await
             .is_ok()
         {
-            for (_, _, reply) in group {
+            for (_, reply) in group {
                 let _ = reply.send(Ok(()));
             }
             return;
         }
     }
-    for (deliveries, events, reply) in group {
+    for ((deliveries, events), reply) in group {
         let (d, e) = (refs(&deliveries), refs(&events));
         let _ = reply.send(insert_rows(pool, channel, &d, &e).await);
     }
@@ -1307,7 +1272,7 @@ impl ScheduleStore for PostgresStore {
         let small = deliveries.len() < GROUPED_INSERT_MAX;
         match &self.inner.inserts {
             Some(group) if small => {
-                match group.submit(deliveries.to_vec(), events.to_vec()).await {
+                match group.submit((deliveries.to_vec(), events.to_vec())).await {
                     Ok(result) => result?,
                     Err((deliveries, events)) => {
                         let (d, e) = (refs(&deliveries), refs(&events));
