@@ -404,11 +404,11 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 
 /// Offers `rate` posts per second for `secs` seconds, each due 1 s after it is scheduled,
 /// and measures the lag from its due time to the start of its publish.
-async fn lag(kind: Kind, rate: u32, secs: u32) {
+async fn lag(kind: Kind, rate: u32, secs: u32, cfg: EngineConfig) {
     checkpoint().await;
     let fresh = Fresh::new(kind).await;
     let noop = Arc::new(Noop::default());
-    let engine = engine(fresh.store.clone(), noop.clone(), DEFAULTS);
+    let engine = engine(fresh.store.clone(), noop.clone(), cfg);
     let handle = engine.start();
     let total = (rate * secs) as usize;
     let interval = Duration::from_secs(1) / rate;
@@ -436,8 +436,9 @@ async fn lag(kind: Kind, rate: u32, secs: u32) {
     let mut lags = noop.lags_us.lock().map(|l| l.clone()).unwrap_or_default();
     lags.sort_unstable();
     println!(
-        "| lag | {} | {rate}/s for {secs} s | {} of {total} | p50 {:.1} ms | p95 {:.1} ms | p99 {:.1} ms | max {:.1} ms |",
+        "| lag | {} | {} | {rate}/s for {secs} s | {} of {total} | p50 {:.1} ms | p95 {:.1} ms | p99 {:.1} ms | max {:.1} ms |",
         kind.label(),
+        cfg.label,
         lags.len(),
         percentile(&lags, 0.50),
         percentile(&lags, 0.95),
@@ -631,7 +632,8 @@ fn main() {
             .cloned()
     };
     let n: usize = flag("--n").and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    // `--engine W,B,C`: drain with W workers, claims of B and C publishes in flight only.
+    // `--engine W,B,C`: drain (and lag) with W workers, claims of B and C publishes in
+    // flight only.
     let custom = flag("--engine").and_then(|v| {
         let parts: Vec<usize> = v.split(',').filter_map(|p| p.parse().ok()).collect();
         match parts[..] {
@@ -688,7 +690,7 @@ fn main() {
         // measured as the scheduler's lag.
         if all || what == "lag" {
             for &k in &kinds {
-                lag(k, 500, 20).await;
+                lag(k, 500, 20, custom.unwrap_or(DEFAULTS)).await;
             }
         }
         if all || what == "drain" {

@@ -42,7 +42,7 @@ use super::delivery::{
 use super::events::{Event, EventKind};
 use super::pacing::Pacer;
 use super::policy::{DeliveryPolicy, Quota, RetryPolicy};
-use super::store::{DeliveryFilter, ScheduleStore};
+use super::store::{Claimed, DeliveryFilter, NextTimes, ScheduleStore};
 use crate::auth::{AccessTokens, AccountKey, TokenManager};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
@@ -157,6 +157,8 @@ pub struct EngineBuilder {
     workers: usize,
     batch: usize,
     concurrency: usize,
+    claim_ahead: Duration,
+    max_ahead: usize,
     lease: Duration,
     idle_poll: Duration,
     publish_timeout: Duration,
@@ -177,6 +179,8 @@ impl fmt::Debug for EngineBuilder {
             .field("workers", &self.workers)
             .field("batch", &self.batch)
             .field("concurrency", &self.concurrency)
+            .field("claim_ahead", &self.claim_ahead)
+            .field("max_ahead", &self.max_ahead)
             .field("lease", &self.lease)
             .field("name", &self.name)
             .finish_non_exhaustive()
@@ -221,8 +225,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Most deliveries handled at once by this engine (default 64). At most one publish per
-    /// account is in flight whatever this is.
+    /// Most deliveries handled at once by this engine (default 64): claimed for now,
+    /// publishing, or polling a publish's status. Recording a publish's outcome once it
+    /// returned takes no slot, nor does waiting for a due time after a claim ahead
+    /// ([`EngineBuilder::claim_ahead`]). At most one publish per account is in flight whatever
+    /// this is.
     ///
     /// With a SQL store, throughput grows with this number: the writes of one delivery are
     /// sequential, but those of the deliveries in flight share transactions. Memory grows with
@@ -230,6 +237,27 @@ impl EngineBuilder {
     /// with YouTube's default chunk size): lower it where memory is tight.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// How long before their due time workers claim deliveries (default 500 ms; zero turns
+    /// it off). A delivery claimed ahead waits in this engine until its time, so a slow
+    /// commit of the claim (a busy disk flushing its log) does not delay it; it is published
+    /// at its due time, never before. At most half the lease.
+    ///
+    /// The window costs nothing while the store is quiet, and holds at most
+    /// [`EngineBuilder::max_ahead`] deliveries. Stopping the engine gives the ones not yet
+    /// due back to the queue, at their time.
+    pub fn claim_ahead(mut self, window: Duration) -> Self {
+        self.claim_ahead = window;
+        self
+    }
+
+    /// Most deliveries claimed ahead and waiting for their time, besides those taking a
+    /// concurrency slot (default 256). A delivery waiting for its time holds no concurrency
+    /// slot; it takes one when its time comes.
+    pub fn max_ahead(mut self, n: usize) -> Self {
+        self.max_ahead = n;
         self
     }
 
@@ -321,6 +349,9 @@ impl EngineBuilder {
                 store_wake,
                 concurrency: self.concurrency,
                 permits: Arc::new(Semaphore::new(self.concurrency)),
+                claim_ahead: std_to_chrono(self.claim_ahead.min(self.lease / 2)),
+                ahead: Arc::new(Semaphore::new(self.max_ahead)),
+                stop_signal: Notify::new(),
                 accounts: Mutex::new(HashMap::new()),
                 paused: Mutex::new(HashMap::new()),
                 paused_apps: Mutex::new(HashMap::new()),
@@ -355,7 +386,14 @@ struct Shared {
     events: broadcast::Sender<Event>,
     wake: Arc<Notify>,
     store_wake: Option<Arc<Notify>>,
+    /// The concurrency slots: one per delivery being handled.
     permits: Arc<Semaphore>,
+    /// How long before their due time deliveries are claimed.
+    claim_ahead: chrono::Duration,
+    /// Places for deliveries claimed ahead and waiting for their time.
+    ahead: Arc<Semaphore>,
+    /// Fired when the engine starts stopping (after `stopping` is set).
+    stop_signal: Notify,
     /// One lock per account: at most one publish in flight per account.
     accounts: Mutex<HashMap<AccountKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Accounts a platform rate-limited, and until when.
@@ -431,6 +469,7 @@ impl EngineHandle {
     /// everything finished in time.
     pub async fn shutdown_within(self, grace: Duration) -> bool {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stop_signal.notify_waiters();
         let _ = self.stop.send(true);
         for w in self.workers {
             let _ = w.await;
@@ -477,6 +516,8 @@ impl Engine {
             workers: 2,
             batch: 64,
             concurrency: 64,
+            claim_ahead: Duration::from_millis(500),
+            max_ahead: 256,
             lease: Duration::from_secs(60),
             idle_poll: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(3600),
@@ -544,7 +585,7 @@ impl Engine {
             .map(|d| {
                 let shared = shared.clone();
                 shared.inflight.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move { shared.handle(d, None).await })
+                tokio::spawn(async move { shared.handle(d, Slot::Free).await })
             })
             .collect();
         for t in tasks {
@@ -683,6 +724,14 @@ async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<
     let mut busy: u32 = 0;
     // The last round claimed a full batch: more is due than this engine has slots for.
     let mut backlog = false;
+    // The last wait ended on a notification rather than at the planned time: something was
+    // scheduled or changed, most often due later than this worker's next wake-up.
+    let mut notified = false;
+    // When this worker last planned to wake, before anything woke it sooner.
+    let mut planned: Option<DateTime<Utc>> = None;
+    // The earliest lease expiry it last read: the rescue runs when it has come (and at most
+    // every `RESCUE_EVERY` besides). `MIN_UTC` makes the first round look at once.
+    let mut lease_expiry = Some(DateTime::<Utc>::MIN_UTC);
     let store_wake = shared.store_wake.clone();
     loop {
         if *stop.borrow() {
@@ -705,64 +754,106 @@ async fn worker_loop(shared: Arc<Shared>, id: String, mut stop: watch::Receiver<
         };
         tokio::pin!(remote);
 
-        let round = shared.claim_round(&id, &mut stop, backlog).await;
-        backlog = matches!(round, Ok(Round::Full));
-        match round {
-            Ok(Round::Full) => {
-                failures = 0;
-                busy = 0;
-                continue;
-            }
-            Ok(Round::Stopped) => return,
-            Ok(Round::Partial) => failures = 0,
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(worker = %id, error = %e, "claiming deliveries failed");
+        // Woken by a notification: one read of the next due time says whether to claim at
+        // all. At a steady stream of schedules every one wakes every worker, and a full round
+        // (rescue, claim, read) for each would load the store for nothing.
+        let mut wake_at = None;
+        if std::mem::take(&mut notified)
+            && let Some(was) = planned
+            && let Ok(next) = shared.store.next_times().await
+        {
+            lease_expiry = next.lease_expiry;
+            let at = shared.wake_for(next).map_or(was, |t| was.min(t));
+            if at > shared.clock.now() {
+                wake_at = Some(at);
             }
         }
-
-        let now = shared.clock.now();
-        let mut wake_at = now + std_to_chrono(shared.idle_poll);
-        if failures > 0 {
-            wake_at = now + std_to_chrono(shared.retry.max_backoff(failures).min(shared.idle_poll));
-        } else {
-            match shared.store.next_due_at().await {
-                Ok(Some(t)) => wake_at = wake_at.min(t),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(worker = %id, error = %e, "reading the next due time failed")
+        let wake_at = match wake_at {
+            Some(at) => at,
+            None => {
+                let rescue = lease_expiry.is_some_and(|t| t <= shared.clock.now());
+                let round = shared.claim_round(&id, &mut stop, backlog, rescue).await;
+                if rescue && round.is_ok() {
+                    lease_expiry = None;
                 }
+                backlog = matches!(round, Ok(Round::Full));
+                match round {
+                    Ok(Round::Full) => {
+                        failures = 0;
+                        busy = 0;
+                        continue;
+                    }
+                    Ok(Round::Stopped) => return,
+                    Ok(Round::Partial) => failures = 0,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(worker = %id, error = %e, "claiming deliveries failed");
+                    }
+                }
+
+                let now = shared.clock.now();
+                let mut wake_at = now + std_to_chrono(shared.idle_poll);
+                if failures > 0 {
+                    wake_at = now
+                        + std_to_chrono(shared.retry.max_backoff(failures).min(shared.idle_poll));
+                } else {
+                    match shared.store.next_times().await {
+                        Ok(next) => {
+                            lease_expiry = next.lease_expiry;
+                            if let Some(t) = shared.wake_for(next) {
+                                wake_at = wake_at.min(t);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(worker = %id, error = %e, "reading the next due time failed")
+                        }
+                    }
+                }
+                if wake_at <= now {
+                    // Something is due that this round did not take (another worker was
+                    // faster). Look again at once, but never spin: a store whose due time and
+                    // claim disagree would otherwise keep this loop busy.
+                    busy += 1;
+                    if busy > 3 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                    continue;
+                }
+                busy = 0;
+                wake_at
             }
-        }
-        if wake_at <= now {
-            // Something is due that this round did not take (another worker was faster).
-            // Look again at once, but never spin: a store whose due time and claim disagree
-            // would otherwise keep this loop busy.
-            busy += 1;
-            if busy > 3 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            } else {
-                tokio::task::yield_now().await;
-            }
-            continue;
-        }
-        busy = 0;
+        };
+        planned = Some(wake_at);
         let sleep = shared.clock.sleep_until(wake_at);
         tokio::select! {
-            _ = &mut local => {}
-            _ = &mut remote => {}
+            _ = &mut local => notified = true,
+            _ = &mut remote => notified = true,
             _ = sleep => {}
             _ = stop.changed() => {}
         }
     }
 }
 
-/// How often a worker working through a backlog looks for expired leases (a worker that has
-/// just woken always looks first).
+/// How often a worker looks for expired leases besides when one is known to expire (another
+/// process's claims and renewals move the expiries it read).
 const RESCUE_EVERY: Duration = Duration::from_secs(1);
 
 /// The longest a worker working through a backlog waits to gather slots for one claim.
 const GATHER_WAIT: Duration = Duration::from_millis(5);
+
+/// What a claimed delivery holds while it is handled. Dropping it frees the slot or place.
+#[expect(dead_code, reason = "the permits are held for their drop, never read")]
+enum Slot {
+    /// A concurrency slot.
+    Run(OwnedSemaphorePermit),
+    /// A place among the deliveries claimed ahead; it takes a slot at its time.
+    Ahead(OwnedSemaphorePermit),
+    /// Neither: a delivery [`Engine::run_once`] handles, or one whose publish returned and
+    /// which is only recording the outcome.
+    Free,
+}
 
 enum Round {
     /// Claimed a full batch: more may be due.
@@ -809,21 +900,32 @@ impl Shared {
         }
     }
 
-    /// One round of a worker: looks for expired leases (at once when it has just woken; at
-    /// most every [`RESCUE_EVERY`] while working through a backlog), then claims as many due
-    /// deliveries as there are free slots, waiting for at least one.
+    /// When a worker has something to do next: `claim_ahead` before the next run time, or at
+    /// the next lease expiry.
+    fn wake_for(&self, next: NextTimes) -> Option<DateTime<Utc>> {
+        let run = next
+            .run_at
+            .map(|t| t.checked_sub_signed(self.claim_ahead).unwrap_or(t));
+        NextTimes::new(run, next.lease_expiry).earliest()
+    }
+
+    /// One round of a worker: looks for expired leases (when `rescue`, because a lease
+    /// expiry has come, and at most every [`RESCUE_EVERY`] besides), then claims as many due
+    /// deliveries as there are free slots, waiting for at least one, and outside a backlog
+    /// as many again due within the claim-ahead window.
     async fn claim_round(
         self: &Arc<Self>,
         worker: &str,
         stop: &mut watch::Receiver<bool>,
         backlog: bool,
+        rescue: bool,
     ) -> Result<Round> {
         let since = self
             .clock
             .now()
             .timestamp_micros()
             .saturating_sub(self.last_rescue.load(Ordering::Relaxed));
-        if !backlog || since >= i64::try_from(RESCUE_EVERY.as_micros()).unwrap_or(i64::MAX) {
+        if rescue || since >= i64::try_from(RESCUE_EVERY.as_micros()).unwrap_or(i64::MAX) {
             self.rescue().await?;
         }
         let first = tokio::select! {
@@ -850,19 +952,54 @@ impl Shared {
                 self.take_free(&mut permits);
             }
         }
+        // Places for deliveries due in the next moments. Not while working through a backlog:
+        // what is due already comes first, and those claims are sized by the free slots.
+        let mut ahead = Vec::new();
+        if !backlog && self.claim_ahead > chrono::Duration::zero() {
+            while ahead.len() < self.batch {
+                match self.ahead.clone().try_acquire_owned() {
+                    Ok(p) => ahead.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
         if *stop.borrow() {
             return Ok(Round::Stopped);
         }
-        let want = permits.len();
+        let want = permits.len() + ahead.len();
+        let now = self.clock.now();
+        let due_by = if ahead.is_empty() {
+            now
+        } else {
+            now.checked_add_signed(self.claim_ahead).unwrap_or(now)
+        };
         let claimed = self
             .store
-            .claim_due(worker, self.clock.now(), want, self.lease)
+            .claim_ahead(worker, now, due_by, want, self.lease)
             .await?;
         let got = claimed.len();
-        for (d, permit) in claimed.into_iter().zip(permits.drain(..)) {
+        // Due deliveries take the concurrency slots and later ones the places ahead; when one
+        // kind runs out, the other serves. The store returns at most `want`, so each gets one.
+        let (due, later): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.run_at <= now);
+        let spawn = |c: Claimed, slot: Option<Slot>| {
             let shared = self.clone();
             shared.inflight.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move { shared.handle(d, Some(permit)).await });
+            let slot = slot.unwrap_or(Slot::Free);
+            tokio::spawn(async move { shared.handle_at(c.delivery, slot, c.run_at).await });
+        };
+        for c in due {
+            let slot = permits
+                .pop()
+                .map(Slot::Run)
+                .or_else(|| ahead.pop().map(Slot::Ahead));
+            spawn(c, slot);
+        }
+        for c in later {
+            let slot = ahead
+                .pop()
+                .map(Slot::Ahead)
+                .or_else(|| permits.pop().map(Slot::Run));
+            spawn(c, slot);
         }
         Ok(if got == want {
             Round::Full
@@ -921,18 +1058,28 @@ impl Shared {
         }
     }
 
-    /// Handles one claimed delivery to the end of this step, renewing its lease meanwhile.
-    async fn handle(self: Arc<Self>, d: Delivery, permit: Option<OwnedSemaphorePermit>) {
+    /// Handles one delivery claimed for now to the end of this step.
+    async fn handle(self: Arc<Self>, d: Delivery, slot: Slot) {
+        let now = self.clock.now();
+        self.handle_at(d, slot, now).await
+    }
+
+    /// Handles one claimed delivery to the end of this step, renewing its lease meanwhile:
+    /// waits until `run_at` if it was claimed ahead, then takes a concurrency slot if it has
+    /// none.
+    async fn handle_at(self: Arc<Self>, d: Delivery, mut slot: Slot, run_at: DateTime<Utc>) {
         let _inflight = InFlight(self.clone());
-        let _permit = permit;
         let Some(fence) = d.lease.as_ref().map(|l| l.fence) else {
             return;
         };
         let lost = Arc::new(LeaseWatch::default());
         let id = d.id;
         let step = async {
+            if !self.hold(&d, run_at, &mut slot).await? {
+                return Ok(());
+            }
             match d.state {
-                DeliveryState::Claimed => self.publish_step(d, &lost).await,
+                DeliveryState::Claimed => self.publish_step(d, &lost, &mut slot).await,
                 DeliveryState::Processing => self.poll_step(d, &lost).await,
                 DeliveryState::Unconfirmed => self.reconcile_step(d, &lost).await,
                 other => Err(Error::internal(format!(
@@ -957,6 +1104,47 @@ impl Shared {
         if let Err(e) = result {
             tracing::warn!(delivery = %id, error = %e, "handling a delivery failed; its lease will lapse and it will be rescued");
         }
+    }
+
+    /// Waits until `run_at` for a delivery claimed ahead, then trades its place ahead for a
+    /// concurrency slot. `false` when the engine stopped first and gave the delivery back to
+    /// the queue, at its time and with its attempt.
+    async fn hold(&self, d: &Delivery, run_at: DateTime<Utc>, slot: &mut Slot) -> Result<bool> {
+        if self.clock.now() < run_at {
+            let stopped = self.stop_signal.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            if !self.stopping.load(Ordering::SeqCst) {
+                tokio::select! {
+                    _ = self.clock.sleep_until(run_at) => {}
+                    _ = &mut stopped => {}
+                }
+            }
+            let now = self.clock.now();
+            if now < run_at {
+                if d.state == DeliveryState::Claimed {
+                    let t = Transition::new(d, DeliveryState::Scheduled, now)
+                        .run_at(run_at)
+                        .attempt(d.attempt.saturating_sub(1))
+                        .message("released at shutdown before its time");
+                    self.write(t).await?;
+                    return Ok(false);
+                }
+                // A status poll or a reconciliation claimed ahead: not worth giving back for
+                // the moments left.
+                self.clock.sleep_until(run_at).await;
+            }
+        }
+        if matches!(slot, Slot::Ahead(_)) {
+            let run = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::internal("engine semaphore closed"))?;
+            *slot = Slot::Run(run);
+        }
+        Ok(true)
     }
 
     fn journal(&self, d: &Delivery, fence: i64, lost: &Arc<LeaseWatch>) -> Arc<StoreJournal> {
@@ -1070,7 +1258,12 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    async fn publish_step(&self, d: Delivery, lost: &Arc<LeaseWatch>) -> Result<()> {
+    async fn publish_step(
+        &self,
+        d: Delivery,
+        lost: &Arc<LeaseWatch>,
+        slot: &mut Slot,
+    ) -> Result<()> {
         let key = d.account();
         let now = self.clock.now();
         if d.attempt > d.max_attempts {
@@ -1165,6 +1358,10 @@ impl Shared {
         let result = self
             .publish_with_refresh(&*publisher, &mut ctx, &d, &journal)
             .await;
+        // The slot bounds publishes (and the uploads they buffer) in flight; recording the
+        // outcome is the store's work, and the next publish need not wait for its commit.
+        drop(ctx);
+        *slot = Slot::Free;
         if lost.is_lost() {
             tracing::info!(delivery = %d.id, "lease lost during the publish; leaving the delivery to its new owner");
             return Ok(());

@@ -14,7 +14,7 @@ use super::delivery::{
     CancelOutcome, Delivery, Fenced, HistoryEntry, RescheduleOutcome, Rescued, Transition,
 };
 use super::events::{Event, OutboxEvent};
-use super::store::{DeliveryFilter, PurgeReport, ScheduleStore, TenantExport};
+use super::store::{Claimed, DeliveryFilter, NextTimes, PurgeReport, ScheduleStore, TenantExport};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
@@ -154,24 +154,25 @@ impl ScheduleStore for MemoryScheduleStore {
         Ok(())
     }
 
-    async fn claim_due(
+    async fn claim_ahead(
         &self,
         worker: &str,
         now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Claimed>> {
         let mut g = self.lock()?;
-        let ids: Vec<Uuid> = g
+        let due: Vec<(DateTime<Utc>, Uuid)> = g
             .due
             .iter()
-            .take_while(|(t, _)| *t <= now)
+            .take_while(|(t, _)| *t <= due_by)
             .take(limit)
-            .map(|(_, id)| *id)
+            .copied()
             .collect();
         let until = lease_until(now, lease);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        let mut out = Vec::with_capacity(due.len());
+        for (run_at, id) in due {
             let claimed = g.update(id, |d| {
                 let entry = d.apply_claim(worker, now, until);
                 (d.clone(), entry)
@@ -180,7 +181,7 @@ impl ScheduleStore for MemoryScheduleStore {
                 if let Some(e) = entry {
                     g.record(e);
                 }
-                out.push(d);
+                out.push(Claimed::new(d, run_at));
             }
         }
         Ok(out)
@@ -340,14 +341,12 @@ impl ScheduleStore for MemoryScheduleStore {
         Ok(out)
     }
 
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn next_times(&self) -> Result<NextTimes> {
         let g = self.lock()?;
-        let due = g.due.first().map(|(t, _)| *t);
-        let lease = g.leases.first().map(|(t, _)| *t);
-        Ok(match (due, lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(NextTimes::new(
+            g.due.first().map(|(t, _)| *t),
+            g.leases.first().map(|(t, _)| *t),
+        ))
     }
 
     async fn append_event(&self, event: &Event) -> Result<()> {

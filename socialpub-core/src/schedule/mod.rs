@@ -81,4 +81,4 @@ pub use delivery::{
 pub use engine::{Engine, EngineBuilder, EngineHandle, ScheduleOptions, ScheduledPost, Scheduler};
 pub use events::{Event, EventKind, OutboxEvent};
 pub use memory::MemoryScheduleStore;
-pub use store::{DeliveryFilter, PurgeReport, ScheduleStore, TenantExport};
+pub use store::{Claimed, DeliveryFilter, NextTimes, PurgeReport, ScheduleStore, TenantExport};

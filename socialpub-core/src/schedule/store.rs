@@ -17,6 +17,52 @@ use super::delivery::{
 use super::events::{Event, OutboxEvent};
 use crate::error::Result;
 
+/// When workers next have something to do ([`ScheduleStore::next_times`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NextTimes {
+    /// The smallest `run_at` of an unleased claimable delivery.
+    pub run_at: Option<DateTime<Utc>>,
+    /// The earliest lease expiry.
+    pub lease_expiry: Option<DateTime<Utc>>,
+}
+
+impl NextTimes {
+    /// The next run time and lease expiry.
+    pub fn new(run_at: Option<DateTime<Utc>>, lease_expiry: Option<DateTime<Utc>>) -> Self {
+        NextTimes {
+            run_at,
+            lease_expiry,
+        }
+    }
+
+    /// The earlier of the two; `None` when neither is pending.
+    pub fn earliest(&self) -> Option<DateTime<Utc>> {
+        match (self.run_at, self.lease_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A delivery [`ScheduleStore::claim_ahead`] took, with the time it was due.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// The delivery, as the claim left it (leased, `run_at` cleared).
+    pub delivery: Delivery,
+    /// The `run_at` it had: when its step is due. Later than the claim's `now` for a
+    /// delivery claimed ahead.
+    pub run_at: DateTime<Utc>,
+}
+
+impl Claimed {
+    /// `delivery` claimed for `run_at`.
+    pub fn new(delivery: Delivery, run_at: DateTime<Utc>) -> Self {
+        Claimed { delivery, run_at }
+    }
+}
+
 /// Which deliveries [`ScheduleStore::list`] returns. The tenant is required: no call crosses
 /// tenants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,16 +182,36 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// [`Delivery::inserted_entry`].
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()>;
 
-    /// Claims up to `limit` deliveries that are due at `now` ([`Delivery::is_due`]), oldest
-    /// `run_at` first (then id), for `worker`, with a lease until `now + lease`, in one atomic
-    /// step ([`Delivery::apply_claim`]). Concurrent callers never get the same delivery.
+    /// Claims up to `limit` deliveries that are due at `due_by` ([`Delivery::is_due`]),
+    /// oldest `run_at` first (then id), for `worker`, at `now`, with a lease until
+    /// `now + lease`, in one atomic step ([`Delivery::apply_claim`]). Concurrent callers never
+    /// get the same delivery. Each comes with the `run_at` it was claimed for, which the claim
+    /// clears.
+    ///
+    /// `due_by` later than `now` claims ahead: the engine takes deliveries due in the next
+    /// moments and holds them until their time, so the claim's commit is not part of their
+    /// delay.
+    async fn claim_ahead(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>>;
+
+    /// Claims up to `limit` deliveries that are due at `now`: [`ScheduleStore::claim_ahead`]
+    /// with `due_by` = `now`, without the run times.
     async fn claim_due(
         &self,
         worker: &str,
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>>;
+    ) -> Result<Vec<Delivery>> {
+        let claimed = self.claim_ahead(worker, now, now, limit, lease).await?;
+        Ok(claimed.into_iter().map(|c| c.delivery).collect())
+    }
 
     /// Extends the lease of `fence` on `id` until `until` ([`Delivery::apply_renew`]);
     /// `false` when that lease is gone.
@@ -201,10 +267,15 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// Deliveries passing `filter`, by `due_at` then id.
     async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>>;
 
-    /// The earliest instant something needs a worker: the smallest `run_at` of an unleased
-    /// claimable delivery, or the earliest lease expiry (to rescue it). `None` when nothing
-    /// is pending. Workers sleep until then.
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
+    /// When workers next have something to do: the smallest `run_at` of an unleased
+    /// claimable delivery, and the earliest lease expiry (to rescue it). Workers sleep until
+    /// the earlier, less their claim-ahead window for the run time.
+    async fn next_times(&self) -> Result<NextTimes>;
+
+    /// The earlier of the [`ScheduleStore::next_times`]; `None` when nothing is pending.
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.next_times().await?.earliest())
+    }
 
     /// Appends an event that belongs to no transition (e.g. a token expiring).
     async fn append_event(&self, event: &Event) -> Result<()>;
@@ -248,14 +319,17 @@ impl<T: ScheduleStore + ?Sized> ScheduleStore for Arc<T> {
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()> {
         (**self).insert(deliveries, events).await
     }
-    async fn claim_due(
+    async fn claim_ahead(
         &self,
         worker: &str,
         now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>> {
-        (**self).claim_due(worker, now, limit, lease).await
+    ) -> Result<Vec<Claimed>> {
+        (**self)
+            .claim_ahead(worker, now, due_by, limit, lease)
+            .await
     }
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
         (**self).renew_lease(id, fence, until).await
@@ -304,8 +378,8 @@ impl<T: ScheduleStore + ?Sized> ScheduleStore for Arc<T> {
     async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
         (**self).list(filter).await
     }
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
-        (**self).next_due_at().await
+    async fn next_times(&self) -> Result<NextTimes> {
+        (**self).next_times().await
     }
     async fn append_event(&self, event: &Event) -> Result<()> {
         (**self).append_event(event).await

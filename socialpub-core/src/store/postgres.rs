@@ -39,8 +39,9 @@ use crate::platform::Platform;
 use crate::post::{Post, Target};
 use crate::publish::Receipt;
 use crate::schedule::{
-    CancelOutcome, Delivery, DeliveryError, DeliveryFilter, Event, Fenced, HistoryEntry, Lease,
-    OutboxEvent, PurgeReport, RescheduleOutcome, Rescued, ScheduleStore, TenantExport, Transition,
+    CancelOutcome, Claimed, Delivery, DeliveryError, DeliveryFilter, Event, Fenced, HistoryEntry,
+    Lease, NextTimes, OutboxEvent, PurgeReport, RescheduleOutcome, Rescued, ScheduleStore,
+    TenantExport, Transition,
 };
 
 /// The embedded schema, applied in order on connect.
@@ -1289,13 +1290,14 @@ impl ScheduleStore for PostgresStore {
         Ok(())
     }
 
-    async fn claim_due(
+    async fn claim_ahead(
         &self,
         worker: &str,
         now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1313,7 +1315,7 @@ impl ScheduleStore for PostgresStore {
             "WITH picked AS MATERIALIZED (
                  SELECT ctid AS tid, id, state AS from_state
                  FROM socialpub_deliveries
-                 WHERE {} AND run_at <= $3
+                 WHERE {} AND run_at <= $5
                  ORDER BY run_at, id LIMIT (SELECT $4::BIGINT)
                  FOR UPDATE SKIP LOCKED),
              claimed AS (
@@ -1339,6 +1341,7 @@ impl ScheduleStore for PostgresStore {
         .bind(until)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(trunc(due_by))
         .fetch_all(&self.inner.pool)
         .await
         .map_err(db("cannot claim deliveries"))?;
@@ -1350,7 +1353,12 @@ impl ScheduleStore for PostgresStore {
             out.push((order, d));
         }
         out.sort_by_key(|(order, d)| (*order, d.id));
-        Ok(out.into_iter().map(|(_, d)| d).collect())
+        // Every claimed row had a run time (the due condition); a missing one is taken as due
+        // now rather than failing a claim already committed.
+        Ok(out
+            .into_iter()
+            .map(|(run_at, d)| Claimed::new(d, run_at.unwrap_or(now)))
+            .collect())
     }
 
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
@@ -1582,17 +1590,22 @@ impl ScheduleStore for PostgresStore {
         rows.iter().map(delivery_from_row).collect()
     }
 
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn next_times(&self) -> Result<NextTimes> {
         let row = sqlx::query(concat!(
-            "SELECT LEAST((SELECT MIN(run_at) FROM socialpub_deliveries WHERE ",
+            "SELECT (SELECT MIN(run_at) FROM socialpub_deliveries WHERE ",
             due_condition!(),
             "), (SELECT MIN(lease_expires_at) FROM socialpub_deliveries ",
-            "WHERE lease_owner IS NOT NULL))"
+            "WHERE lease_owner IS NOT NULL)"
         ))
         .fetch_one(&self.inner.pool)
         .await
         .map_err(db("cannot read the next due time"))?;
-        row.try_get(0).map_err(db("cannot read the next due time"))
+        Ok(NextTimes::new(
+            row.try_get(0)
+                .map_err(db("cannot read the next due time"))?,
+            row.try_get(1)
+                .map_err(db("cannot read the next lease expiry"))?,
+        ))
     }
 
     async fn append_event(&self, event: &Event) -> Result<()> {

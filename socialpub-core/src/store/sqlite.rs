@@ -40,8 +40,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::platform::Platform;
 use crate::post::Target;
 use crate::schedule::{
-    CancelOutcome, Delivery, DeliveryFilter, Event, Fenced, HistoryEntry, Lease, OutboxEvent,
-    PurgeReport, RescheduleOutcome, Rescued, ScheduleStore, TenantExport, Transition,
+    CancelOutcome, Claimed, Delivery, DeliveryFilter, Event, Fenced, HistoryEntry, Lease,
+    NextTimes, OutboxEvent, PurgeReport, RescheduleOutcome, Rescued, ScheduleStore, TenantExport,
+    Transition,
 };
 
 /// The embedded schema, applied in order when a store opens.
@@ -1027,17 +1028,19 @@ impl ScheduleStore for SqliteStore {
         Ok(())
     }
 
-    async fn claim_due(
+    async fn claim_ahead(
         &self,
         worker: &str,
         now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let now = trunc(now);
+        let due_by = trunc(due_by);
         let until = lease_until(now, lease);
         let worker = worker.to_owned();
         // One statement inside `BEGIN IMMEDIATE … COMMIT`; the `socialpub_claim_history`
@@ -1058,7 +1061,7 @@ impl ScheduleStore for SqliteStore {
                          WHERE id IN (SELECT id FROM socialpub_deliveries
                                       WHERE ",
                         due_condition!(),
-                        " AND run_at <= ?3
+                        " AND run_at <= ?5
                                       ORDER BY run_at, id LIMIT ?4)
                          RETURNING id, post_id, tenant, platform, account_id, post, state,
                              due_at, run_at, attempt, max_attempts, deadline, fence,
@@ -1069,12 +1072,13 @@ impl ScheduleStore for SqliteStore {
                         worker,
                         micros(until),
                         micros(now),
-                        i64::try_from(limit).unwrap_or(i64::MAX)
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        micros(due_by)
                     ],
                     "cannot claim deliveries",
                     |row| {
                         Ok((
-                            get::<Option<i64>>(row, 22, "claimed_due_at")?,
+                            time_opt(row, 22, "claimed_due_at")?,
                             delivery_from_row(row)?,
                         ))
                     },
@@ -1084,7 +1088,12 @@ impl ScheduleStore for SqliteStore {
             })
             .await?;
         out.sort_by_key(|(order, d)| (*order, d.id));
-        Ok(out.into_iter().map(|(_, d)| d).collect())
+        // Every claimed row had a run time (the due condition); a missing one is taken as due
+        // now rather than failing a claim already committed.
+        Ok(out
+            .into_iter()
+            .map(|(run_at, d)| Claimed::new(d, run_at.unwrap_or(now)))
+            .collect())
     }
 
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
@@ -1311,7 +1320,7 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn next_times(&self) -> Result<NextTimes> {
         let (due, lease) = self
             .read(|conn| {
                 conn.prepare_cached(concat!(
@@ -1328,11 +1337,12 @@ impl ScheduleStore for SqliteStore {
                 .map_err(db("cannot read the next due time"))
             })
             .await?;
-        let next = match (due, lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        next.map(|us| from_micros("run_at", us)).transpose()
+        Ok(NextTimes::new(
+            due.map(|us| from_micros("run_at", us)).transpose()?,
+            lease
+                .map(|us| from_micros("lease_expires_at", us))
+                .transpose()?,
+        ))
     }
 
     async fn append_event(&self, event: &Event) -> Result<()> {

@@ -34,7 +34,8 @@ use crate::post::{Post, Target};
 use crate::publish::{Receipt, RemoteState};
 use crate::schedule::{
     CancelOutcome, Delivery, DeliveryError, DeliveryFilter, DeliveryState, Event, EventKind,
-    Fenced, MemoryScheduleStore, NewDelivery, RescheduleOutcome, ScheduleStore, Transition,
+    Fenced, MemoryScheduleStore, NewDelivery, NextTimes, RescheduleOutcome, ScheduleStore,
+    Transition,
 };
 
 /// The instant the suite's clock starts at (whole seconds).
@@ -124,6 +125,7 @@ where
 {
     insert_get_list(&*factory().await).await;
     claiming(&*factory().await).await;
+    claiming_ahead(&*factory().await).await;
     concurrent_claims(factory().await).await;
     fencing(&*factory().await).await;
     rescue(&*factory().await).await;
@@ -211,6 +213,60 @@ pub async fn insert_get_list(store: &dyn ScheduleStore) {
         "events in order"
     );
     assert!(events.iter().all(|e| e.event.kind == EventKind::Scheduled));
+}
+
+/// A claim ahead takes deliveries due by its `due_by`, not later, oldest first, and returns
+/// each with the run time it had; the lease and history count from the claim's `now`.
+/// `next_times` reports run times and lease expiries apart.
+pub async fn claiming_ahead(store: &dyn ScheduleStore) {
+    let soon = insert(store, "t", &["1"], 10).await;
+    let later = insert(store, "t", &["2"], 12).await;
+    insert(store, "t", &["3"], 20).await;
+    assert_eq!(
+        store.next_times().await.expect("next"),
+        NextTimes::new(Some(at(10)), None)
+    );
+    let got = store
+        .claim_ahead("w", at(8), at(12), 10, LEASE)
+        .await
+        .expect("claim");
+    let ids: Vec<Uuid> = got.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(
+        ids,
+        vec![soon[0].id, later[0].id],
+        "due by 12, by run time; not the one due at 20"
+    );
+    assert_eq!(got[0].run_at, at(10));
+    assert_eq!(got[1].run_at, at(12));
+    for c in &got {
+        assert_eq!(c.delivery.state, DeliveryState::Claimed);
+        assert_eq!(c.delivery.run_at, None, "the claim clears the run time");
+        assert_eq!(
+            c.delivery.lease.as_ref().map(|l| l.expires_at),
+            Some(at(68)),
+            "the lease counts from the claim, not from the run time"
+        );
+        assert_eq!(c.delivery.updated_at, at(8));
+        assert_eq!(
+            store.get("t", c.delivery.id).await.expect("get").as_ref(),
+            Some(&c.delivery),
+            "stored as returned"
+        );
+    }
+    assert_eq!(
+        store.next_times().await.expect("next"),
+        NextTimes::new(Some(at(20)), Some(at(68))),
+        "the next run time and the lease expiry, apart"
+    );
+    assert_eq!(store.next_due_at().await.expect("next"), Some(at(20)));
+    assert!(
+        store
+            .claim_due("w", at(19), 10, LEASE)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a plain claim takes nothing before its time"
+    );
 }
 
 /// Claims take due deliveries only, oldest first, up to the limit, each once, with a lease and
