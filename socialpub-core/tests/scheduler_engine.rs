@@ -269,6 +269,36 @@ async fn claims_ahead_and_publishes_at_the_due_time_on(rig: Rig) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_no_more_due_deliveries_than_free_slots() {
+    let rig = Rig::new();
+    let gate = FakeGate::new();
+    rig.fake.script("1", [FakeOutcome::Gated(gate.clone())]);
+    let engine = rig.builder().workers(1).concurrency(1).build();
+    for i in 0..5 {
+        schedule_one(&engine, &format!("post {i}"), "1", rig.now()).await;
+    }
+    let handle = engine.start();
+    gate.entered().await;
+    settle().await;
+    let all = rig
+        .store
+        .list(&DeliveryFilter::tenant(TENANT))
+        .await
+        .expect("list");
+    assert_eq!(
+        all.iter().filter(|d| d.lease.is_some()).count(),
+        1,
+        "only the one publishing is claimed; the others wait in the store, free for any \
+         engine with a slot"
+    );
+    gate.release();
+    for d in &all {
+        rig.wait_state(d.id, DeliveryState::Published).await;
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_back_a_delivery_claimed_ahead_at_its_time() {
     let rig = Rig::new();
     let engine = rig.builder().claim_ahead(Duration::from_secs(2)).build();
@@ -350,13 +380,14 @@ impl<S: ScheduleStore> ScheduleStore for CountingClaims<S> {
         &self,
         worker: &str,
         now: DateTime<Utc>,
-        due_by: DateTime<Utc>,
         limit: usize,
+        due_by: DateTime<Utc>,
+        ahead: usize,
         lease: Duration,
     ) -> socialpub_core::Result<Vec<Claimed>> {
         self.claims.fetch_add(1, Ordering::SeqCst);
         self.inner
-            .claim_ahead(worker, now, due_by, limit, lease)
+            .claim_ahead(worker, now, limit, due_by, ahead, lease)
             .await
     }
     async fn renew_lease(

@@ -260,3 +260,31 @@ async fn concurrent_writes_are_grouped_and_stay_fenced() {
     let dir = tempfile::tempdir().expect("tempdir");
     concurrent_fenced_writes(Arc::new(open(&dir, "concurrent.db").await)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_is_checkpointed_beside_the_writer() {
+    // The writer's own checkpoint waits for 16,384 log pages; a few hundred deliveries write
+    // far fewer. The main file grows only when a checkpoint copies the log into it, so its
+    // growth shows the checkpoint thread at work.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("checkpoint.db");
+    let store = open(&dir, "checkpoint.db").await;
+    let before = std::fs::metadata(&path).expect("metadata").len();
+    for i in 0..300 {
+        let (deliveries, events) = new_post("t", &["1", "2"], i);
+        store.insert(&deliveries, &events).await.expect("insert");
+    }
+    let mut after = before;
+    for _ in 0..500 {
+        after = std::fs::metadata(&path).expect("metadata").len();
+        if after > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        after > before,
+        "the main file grew from {before} bytes: a checkpoint ran while the store was open"
+    );
+    store.close().await;
+}

@@ -219,7 +219,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Most deliveries one claim takes (default 64).
+    /// Most due deliveries one claim takes (default 64); it may take as many again that are
+    /// due within the claim-ahead window ([`EngineBuilder::claim_ahead`]).
     pub fn batch(mut self, n: usize) -> Self {
         self.batch = n.max(1);
         self
@@ -900,12 +901,17 @@ impl Shared {
         }
     }
 
-    /// When a worker has something to do next: `claim_ahead` before the next run time, or at
-    /// the next lease expiry.
+    /// When a worker has something to do next: `claim_ahead` before the next run time (at it
+    /// when no place ahead is free), or at the next lease expiry.
     fn wake_for(&self, next: NextTimes) -> Option<DateTime<Utc>> {
+        let window = if self.ahead.available_permits() > 0 {
+            self.claim_ahead
+        } else {
+            chrono::Duration::zero()
+        };
         let run = next
             .run_at
-            .map(|t| t.checked_sub_signed(self.claim_ahead).unwrap_or(t));
+            .map(|t| t.checked_sub_signed(window).unwrap_or(t));
         NextTimes::new(run, next.lease_expiry).earliest()
     }
 
@@ -966,7 +972,7 @@ impl Shared {
         if *stop.borrow() {
             return Ok(Round::Stopped);
         }
-        let want = permits.len() + ahead.len();
+        let want = permits.len();
         let now = self.clock.now();
         let due_by = if ahead.is_empty() {
             now
@@ -975,12 +981,13 @@ impl Shared {
         };
         let claimed = self
             .store
-            .claim_ahead(worker, now, due_by, want, self.lease)
+            .claim_ahead(worker, now, want, due_by, ahead.len(), self.lease)
             .await?;
-        let got = claimed.len();
-        // Due deliveries take the concurrency slots and later ones the places ahead; when one
-        // kind runs out, the other serves. The store returns at most `want`, so each gets one.
+        // Due deliveries take the concurrency slots and later ones the places ahead. The store
+        // returns at most as many of each; should a delivery due within the claim's instant
+        // be counted among the later ones, the other kind serves.
         let (due, later): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.run_at <= now);
+        let got = due.len();
         let spawn = |c: Claimed, slot: Option<Slot>| {
             let shared = self.clone();
             shared.inflight.fetch_add(1, Ordering::SeqCst);

@@ -158,18 +158,27 @@ impl ScheduleStore for MemoryScheduleStore {
         &self,
         worker: &str,
         now: DateTime<Utc>,
-        due_by: DateTime<Utc>,
         limit: usize,
+        due_by: DateTime<Utc>,
+        ahead: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
         let mut g = self.lock()?;
-        let due: Vec<(DateTime<Utc>, Uuid)> = g
+        let mut due: Vec<(DateTime<Utc>, Uuid)> = g
             .due
             .iter()
-            .take_while(|(t, _)| *t <= due_by)
+            .take_while(|(t, _)| *t <= now)
             .take(limit)
             .copied()
             .collect();
+        due.extend(
+            g.due
+                .iter()
+                .skip_while(|(t, _)| *t <= now)
+                .take_while(|(t, _)| *t <= due_by)
+                .take(ahead)
+                .copied(),
+        );
         let until = lease_until(now, lease);
         let mut out = Vec::with_capacity(due.len());
         for (run_at, id) in due {

@@ -182,21 +182,23 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// [`Delivery::inserted_entry`].
     async fn insert(&self, deliveries: &[Delivery], events: &[Event]) -> Result<()>;
 
-    /// Claims up to `limit` deliveries that are due at `due_by` ([`Delivery::is_due`]),
-    /// oldest `run_at` first (then id), for `worker`, at `now`, with a lease until
-    /// `now + lease`, in one atomic step ([`Delivery::apply_claim`]). Concurrent callers never
-    /// get the same delivery. Each comes with the `run_at` it was claimed for, which the claim
-    /// clears.
+    /// Claims, for `worker` at `now`, up to `limit` deliveries due at `now`
+    /// ([`Delivery::is_due`]) and, besides them, up to `ahead` deliveries due after `now`
+    /// and by `due_by`; each set oldest `run_at` first (then id). One atomic step
+    /// ([`Delivery::apply_claim`]), with a lease until `now + lease`. Concurrent callers
+    /// never get the same delivery. Each comes with the `run_at` it was claimed for, which the
+    /// claim clears; the result is ordered by it.
     ///
-    /// `due_by` later than `now` claims ahead: the engine takes deliveries due in the next
-    /// moments and holds them until their time, so the claim's commit is not part of their
-    /// delay.
+    /// The engine claims ahead: it takes deliveries due in the next moments and holds them
+    /// until their time, so the claim's commit is not part of their delay. The two limits
+    /// keep it from taking more of what is due already than it has slots for.
     async fn claim_ahead(
         &self,
         worker: &str,
         now: DateTime<Utc>,
-        due_by: DateTime<Utc>,
         limit: usize,
+        due_by: DateTime<Utc>,
+        ahead: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>>;
 
@@ -209,7 +211,7 @@ pub trait ScheduleStore: Send + Sync + 'static {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Delivery>> {
-        let claimed = self.claim_ahead(worker, now, now, limit, lease).await?;
+        let claimed = self.claim_ahead(worker, now, limit, now, 0, lease).await?;
         Ok(claimed.into_iter().map(|c| c.delivery).collect())
     }
 
@@ -323,12 +325,13 @@ impl<T: ScheduleStore + ?Sized> ScheduleStore for Arc<T> {
         &self,
         worker: &str,
         now: DateTime<Utc>,
-        due_by: DateTime<Utc>,
         limit: usize,
+        due_by: DateTime<Utc>,
+        ahead: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
         (**self)
-            .claim_ahead(worker, now, due_by, limit, lease)
+            .claim_ahead(worker, now, limit, due_by, ahead, lease)
             .await
     }
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {

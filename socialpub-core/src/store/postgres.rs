@@ -1294,30 +1294,39 @@ impl ScheduleStore for PostgresStore {
         &self,
         worker: &str,
         now: DateTime<Utc>,
-        due_by: DateTime<Utc>,
         limit: usize,
+        due_by: DateTime<Utc>,
+        ahead: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
-        if limit == 0 {
+        if limit == 0 && ahead == 0 {
             return Ok(Vec::new());
         }
         let now = trunc(now);
         let until = lease_until(now, lease);
         // One statement: pick due rows nobody holds (skipping rows another transaction has
-        // locked), take them, and write the history of those that became `claimed`. The
-        // MATERIALIZED CTE keeps the planner from re-running the LIMIT subquery per row. The
-        // limit is a sub-select so that no plan knows it: a plan made for a limit of 8 would
+        // locked), and those due by `due_by` up to their own limit, take them, and write the
+        // history of those that became `claimed`. The MATERIALIZED CTEs keep the planner from
+        // re-running the LIMIT subqueries per row; the second one does nothing when its limit
+        // is zero. A limit is a sub-select so that no plan knows it: a plan made for a limit of 8 would
         // cost less than the generic plan, and PostgreSQL would then plan every claim anew.
         // The update finds the picked rows by their tuple ids (`ctid = ANY`, a TID scan: no
         // index lookup, no join against a scan of the table). A row this transaction has
         // locked cannot be updated by another, so its tuple id holds until the update.
         let rows = sqlx::query(&format!(
-            "WITH picked AS MATERIALIZED (
+            "WITH due AS MATERIALIZED (
                  SELECT ctid AS tid, id, state AS from_state
                  FROM socialpub_deliveries
-                 WHERE {} AND run_at <= $5
+                 WHERE {due} AND run_at <= $3
                  ORDER BY run_at, id LIMIT (SELECT $4::BIGINT)
                  FOR UPDATE SKIP LOCKED),
+             soon AS MATERIALIZED (
+                 SELECT ctid AS tid, id, state AS from_state
+                 FROM socialpub_deliveries
+                 WHERE {due} AND run_at > $3 AND run_at <= $5
+                 ORDER BY run_at, id LIMIT (SELECT $6::BIGINT)
+                 FOR UPDATE SKIP LOCKED),
+             picked AS (SELECT * FROM due UNION ALL SELECT * FROM soon),
              claimed AS (
                  UPDATE socialpub_deliveries d SET
                      claimed_due_at = d.run_at, fence = d.fence + 1,
@@ -1335,13 +1344,14 @@ impl ScheduleStore for PostgresStore {
                      c.lease_owner
                  FROM claimed c JOIN picked p ON p.id = c.id WHERE p.from_state <> c.state)
              SELECT {DELIVERY_COLUMNS}, claimed_due_at, row_version FROM claimed",
-            due_condition!()
+            due = due_condition!()
         ))
         .bind(worker)
         .bind(until)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(trunc(due_by))
+        .bind(i64::try_from(ahead).unwrap_or(i64::MAX))
         .fetch_all(&self.inner.pool)
         .await
         .map_err(db("cannot claim deliveries"))?;

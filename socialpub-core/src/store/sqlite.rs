@@ -138,7 +138,8 @@ impl SqliteStoreBuilder {
         let path = parse_target(&self.target)?;
         let (synchronous, busy) = (self.synchronous, self.busy_timeout);
         let writer_path = path.clone();
-        let writer = Writer::start(move || {
+        let (kick, checkpoints) = std::sync::mpsc::sync_channel::<()>(1);
+        let writer = Writer::start(kick, move || {
             let mut conn = open_writer(&writer_path, synchronous, busy)?;
             // One `BEGIN IMMEDIATE` transaction, so two processes opening a new file at once
             // apply the migrations once.
@@ -146,6 +147,7 @@ impl SqliteStoreBuilder {
             Ok(conn)
         })
         .await?;
+        let checkpointer = Checkpointer::start(path.clone(), busy, checkpoints);
         let writer = Arc::new(writer);
         let readers = Arc::new(Readers {
             path: path.clone(),
@@ -159,6 +161,7 @@ impl SqliteStoreBuilder {
             inner: Arc::new(Inner {
                 path,
                 writer: writer.clone(),
+                checkpointer,
                 readers,
                 wake: Arc::new(Notify::new()),
                 // One writer thread: a second batch would only queue behind the first.
@@ -208,8 +211,9 @@ fn open_writer(path: &Path, synchronous: Synchronous, busy: Duration) -> Result<
         ));
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
-        synchronous.pragma()
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {};",
+        synchronous.pragma(),
+        WRITER_CHECKPOINT_PAGES
     ))
     .map_err(db("cannot configure the SQLite connection"))?;
     Ok(conn)
@@ -285,8 +289,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Writer {
     /// Starts the thread; `open` makes its connection there (so a slow migration blocks no
-    /// async worker).
-    async fn start(open: impl FnOnce() -> Result<Connection> + Send + 'static) -> Result<Writer> {
+    /// async worker). After each job it signals `kick` (the [`Checkpointer`]), without
+    /// waiting.
+    async fn start(
+        kick: std::sync::mpsc::SyncSender<()>,
+        open: impl FnOnce() -> Result<Connection> + Send + 'static,
+    ) -> Result<Writer> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let (opened_tx, opened) = oneshot::channel::<Result<()>>();
         let (stopped_tx, stopped) = oneshot::channel::<()>();
@@ -307,6 +315,7 @@ impl Writer {
                     // A panicking job drops its reply (its caller gets an error) and rolls back
                     // its transaction as it unwinds; the connection stays usable.
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    let _ = kick.try_send(());
                 }
                 drop(conn);
                 let _ = stopped_tx.send(());
@@ -350,6 +359,83 @@ impl Writer {
             let _ = stopped.await;
         }
     }
+}
+
+/// How often the [`Checkpointer`] looks while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The writer's own checkpoints start only when its write-ahead log reaches this many pages
+/// (64 MiB of 4 KiB pages): a backstop should the [`Checkpointer`] fall behind or be missing.
+const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+
+/// Copies the write-ahead log back into the database file on a thread of its own.
+///
+/// SQLite's automatic checkpoint runs inside the commit that crosses its threshold, and a
+/// checkpoint flushes the log and the database file to disk: with one writer thread, every
+/// write queued behind that commit waited for the disk (stalls of hundreds of milliseconds on
+/// a busy virtual disk). A `PASSIVE` checkpoint from another connection takes no write lock,
+/// so the writer goes on meanwhile.
+struct Checkpointer {
+    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread. It checkpoints at most every [`CHECKPOINT_EVERY`] after the writer
+    /// signals a write, and stops when the writer does (the sender drops).
+    fn start(path: PathBuf, busy: Duration, kicks: std::sync::mpsc::Receiver<()>) -> Checkpointer {
+        let (stopped_tx, stopped) = oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("socialpub-sqlite-checkpoint".into())
+            .spawn(move || {
+                let conn = match open_checkpointer(&path, busy) {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the SQLite checkpoint connection; the writer checkpoints by itself");
+                        let _ = stopped_tx.send(());
+                        return;
+                    }
+                };
+                while kicks.recv().is_ok() {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    while kicks.try_recv().is_ok() {}
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "a SQLite checkpoint failed");
+                    }
+                }
+                drop(conn);
+                let _ = stopped_tx.send(());
+            });
+        let stopped = match spawned {
+            Ok(_) => Some(stopped),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the SQLite checkpoint thread; the writer checkpoints by itself");
+                None
+            }
+        };
+        Checkpointer {
+            stopped: Mutex::new(stopped),
+        }
+    }
+
+    /// Waits until the thread has stopped (after the writer stopped).
+    async fn stopped(&self) {
+        let stopped = lock(&self.stopped).take();
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// The checkpoint connection: it writes the database file, so it opens it read-write.
+fn open_checkpointer(path: &Path, busy: Duration) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db("cannot open the SQLite database to checkpoint it"))?;
+    conn.busy_timeout(busy)
+        .map_err(db("cannot set the SQLite busy timeout"))?;
+    Ok(conn)
 }
 
 /// Read-only connections, used on Tokio's blocking threads.
@@ -420,6 +506,7 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writer: Arc<Writer>,
+    checkpointer: Checkpointer,
     readers: Arc<Readers>,
     /// Fired after a write that may make something due sooner (this process only: SQLite has
     /// no cross-process signal; other processes find it when they next poll).
@@ -481,6 +568,7 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.inner.readers.close();
         self.inner.writer.close().await;
+        self.inner.checkpointer.stopped().await;
     }
 
     async fn read<T: Send + 'static>(
@@ -1032,11 +1120,12 @@ impl ScheduleStore for SqliteStore {
         &self,
         worker: &str,
         now: DateTime<Utc>,
-        due_by: DateTime<Utc>,
         limit: usize,
+        due_by: DateTime<Utc>,
+        ahead: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
-        if limit == 0 {
+        if limit == 0 && ahead == 0 {
             return Ok(Vec::new());
         }
         let now = trunc(now);
@@ -1058,11 +1147,14 @@ impl ScheduleStore for SqliteStore {
                                           THEN 'claimed' ELSE state END,
                              attempt = CASE WHEN state IN ('scheduled', 'retry_waiting')
                                             THEN attempt + 1 ELSE attempt END
-                         WHERE id IN (SELECT id FROM socialpub_deliveries
-                                      WHERE ",
+                         WHERE id IN (
+                             SELECT id FROM (SELECT id FROM socialpub_deliveries WHERE ",
                         due_condition!(),
-                        " AND run_at <= ?5
-                                      ORDER BY run_at, id LIMIT ?4)
+                        " AND run_at <= ?3 ORDER BY run_at, id LIMIT ?4)
+                             UNION ALL
+                             SELECT id FROM (SELECT id FROM socialpub_deliveries WHERE ",
+                        due_condition!(),
+                        " AND run_at > ?3 AND run_at <= ?5 ORDER BY run_at, id LIMIT ?6))
                          RETURNING id, post_id, tenant, platform, account_id, post, state,
                              due_at, run_at, attempt, max_attempts, deadline, fence,
                              lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
@@ -1073,7 +1165,8 @@ impl ScheduleStore for SqliteStore {
                         micros(until),
                         micros(now),
                         i64::try_from(limit).unwrap_or(i64::MAX),
-                        micros(due_by)
+                        micros(due_by),
+                        i64::try_from(ahead).unwrap_or(i64::MAX)
                     ],
                     "cannot claim deliveries",
                     |row| {

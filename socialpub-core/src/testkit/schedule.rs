@@ -215,30 +215,43 @@ pub async fn insert_get_list(store: &dyn ScheduleStore) {
     assert!(events.iter().all(|e| e.event.kind == EventKind::Scheduled));
 }
 
-/// A claim ahead takes deliveries due by its `due_by`, not later, oldest first, and returns
-/// each with the run time it had; the lease and history count from the claim's `now`.
+/// A claim ahead takes, besides up to its limit of due deliveries, up to its own limit of
+/// those due after `now` and by `due_by` (not later), each oldest first, and returns each
+/// with the run time it had; the lease and history count from the claim's `now`.
 /// `next_times` reports run times and lease expiries apart.
 pub async fn claiming_ahead(store: &dyn ScheduleStore) {
-    let soon = insert(store, "t", &["1"], 10).await;
-    let later = insert(store, "t", &["2"], 12).await;
-    insert(store, "t", &["3"], 20).await;
+    let due = insert(store, "t", &["1"], 5).await;
+    let due_too = insert(store, "t", &["2"], 6).await;
+    let soon = insert(store, "t", &["3"], 10).await;
+    let later = insert(store, "t", &["4"], 12).await;
+    insert(store, "t", &["5"], 20).await;
     assert_eq!(
         store.next_times().await.expect("next"),
-        NextTimes::new(Some(at(10)), None)
+        NextTimes::new(Some(at(5)), None)
     );
-    let got = store
-        .claim_ahead("w", at(8), at(12), 10, LEASE)
+    let first = store
+        .claim_ahead("w", at(8), 1, at(12), 1, LEASE)
         .await
         .expect("claim");
-    let ids: Vec<Uuid> = got.iter().map(|c| c.delivery.id).collect();
+    let ids: Vec<Uuid> = first.iter().map(|c| c.delivery.id).collect();
     assert_eq!(
         ids,
-        vec![soon[0].id, later[0].id],
+        vec![due[0].id, soon[0].id],
+        "one due and one due soon: each limit holds for its own kind"
+    );
+    let second = store
+        .claim_ahead("w", at(8), 5, at(12), 5, LEASE)
+        .await
+        .expect("claim");
+    let ids: Vec<Uuid> = second.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(
+        ids,
+        vec![due_too[0].id, later[0].id],
         "due by 12, by run time; not the one due at 20"
     );
-    assert_eq!(got[0].run_at, at(10));
-    assert_eq!(got[1].run_at, at(12));
-    for c in &got {
+    let run_ats: Vec<DateTime<Utc>> = first.iter().chain(&second).map(|c| c.run_at).collect();
+    assert_eq!(run_ats, vec![at(5), at(10), at(6), at(12)]);
+    for c in first.iter().chain(&second) {
         assert_eq!(c.delivery.state, DeliveryState::Claimed);
         assert_eq!(c.delivery.run_at, None, "the claim clears the run time");
         assert_eq!(
