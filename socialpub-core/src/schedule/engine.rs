@@ -416,7 +416,8 @@ struct Shared {
 /// [`Engine::start`]. Cheap to clone; clones share everything.
 ///
 /// - Each worker rescues expired leases, claims due deliveries in batches (as many as free
-///   concurrency slots), and sleeps until the store's next due time, an in-process
+///   concurrency slots) together with those due within the claim-ahead window (held until
+///   their time), and sleeps until the next due time less that window, an in-process
 ///   notification (a schedule or reschedule), or the store's own wake-up signal.
 /// - Each claimed delivery runs in its own task under a lease renewed every third of its
 ///   length; at most one publish per account runs at a time in this engine.
