@@ -36,7 +36,8 @@
 //! - **Claims and leases.** A worker claims due deliveries in a batch, each under a lease it
 //!   renews, with a fence token that grows with every claim. Every later write carries the
 //!   fence; a store refuses a stale one ([`Fenced::Stale`]), so a worker that lost its lease
-//!   can never overwrite newer state.
+//!   can never overwrite newer state. The engine claims a little ahead of the due time
+//!   ([`EngineBuilder::claim_ahead`]) and holds the delivery, `claimed`, until then.
 //! - **Commit point.** Right before the request that creates the post, the adapter calls
 //!   [`crate::PublishContext::commit_point`], which records `committing` durably. A lease that
 //!   expires before it returns the delivery to the queue; one that expires after it makes the
