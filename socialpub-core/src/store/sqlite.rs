@@ -189,18 +189,30 @@ fn parse_target(target: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// The writer connection: WAL, the chosen durability, foreign keys on.
-fn open_writer(path: &Path, synchronous: Synchronous, busy: Duration) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(db("cannot open the SQLite database"))?;
+/// A connection to `path` with `flags`, waiting up to `busy` for another process's lock;
+/// `what` is the error when it cannot open.
+fn open_connection(
+    path: &Path,
+    flags: OpenFlags,
+    busy: Duration,
+    what: &'static str,
+) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(db(what))?;
     conn.busy_timeout(busy)
         .map_err(db("cannot set the SQLite busy timeout"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// The writer connection: WAL, the chosen durability, foreign keys on.
+fn open_writer(path: &Path, synchronous: Synchronous, busy: Duration) -> Result<Connection> {
+    let conn = open_connection(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        busy,
+        "cannot open the SQLite database",
+    )?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(db("cannot switch the SQLite database to WAL"))?;
@@ -221,15 +233,12 @@ fn open_writer(path: &Path, synchronous: Synchronous, busy: Duration) -> Result<
 
 /// A read-only connection.
 fn open_reader(path: &Path, busy: Duration) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
+    open_connection(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+        busy,
+        "cannot open the SQLite database for reading",
     )
-    .map_err(db("cannot open the SQLite database for reading"))?;
-    conn.busy_timeout(busy)
-        .map_err(db("cannot set the SQLite busy timeout"))?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(conn)
 }
 
 /// Applies the migrations the file lacks, in one write transaction.
@@ -428,14 +437,12 @@ impl Checkpointer {
 
 /// The checkpoint connection: it writes the database file, so it opens it read-write.
 fn open_checkpointer(path: &Path, busy: Duration) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
+    open_connection(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        busy,
+        "cannot open the SQLite database to checkpoint it",
     )
-    .map_err(db("cannot open the SQLite database to checkpoint it"))?;
-    conn.busy_timeout(busy)
-        .map_err(db("cannot set the SQLite busy timeout"))?;
-    Ok(conn)
 }
 
 /// Read-only connections, used on Tokio's blocking threads.
