@@ -803,3 +803,67 @@ impl Delivery {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::Platform;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("a valid instant")
+    }
+
+    fn claimed() -> Delivery {
+        let post = Post::new("hello").with_target(Target::new(Platform::X, "acct"));
+        let mut d = Delivery::new(NewDelivery {
+            post_id: Uuid::now_v7(),
+            tenant: "t",
+            target: post.targets[0].clone(),
+            post: &post,
+            due_at: at(0),
+            max_attempts: 3,
+            deadline: None,
+            now: at(0),
+        });
+        d.apply_claim("w1", at(1), at(61));
+        d
+    }
+
+    // The SQL stores apply a batch's ops in place and rely on this: an op the state machine
+    // refuses (stale fence, or a move it does not allow) leaves the delivery as it was.
+    #[test]
+    fn a_refused_op_changes_nothing() {
+        let d = claimed();
+        let fence = d.lease.as_ref().map(|l| l.fence).expect("leased");
+
+        let mut stale = Transition::new(&d, DeliveryState::Published, at(2))
+            .receipt(crate::publish::Receipt::new(Platform::X, "1", None))
+            .error(DeliveryError::new(ErrorKind::Transient, "boom"))
+            .run_at(at(3))
+            .attempt(7);
+        stale.fence = fence + 1;
+        let mut copy = d.clone();
+        assert!(matches!(copy.apply_transition(&stale), Ok(None)));
+        assert_eq!(copy, d);
+
+        let illegal = Transition::new(&d, DeliveryState::Claimed, at(2))
+            .error(DeliveryError::new(ErrorKind::Transient, "boom"))
+            .attempt(7);
+        let mut copy = d.clone();
+        assert!(copy.apply_transition(&illegal).is_err());
+        assert_eq!(copy, d);
+
+        let mut copy = d.clone();
+        assert!(matches!(
+            copy.apply_commit_point(fence + 1, at(2)),
+            Ok(None)
+        ));
+        assert_eq!(copy, d);
+
+        let mut processing = d.clone();
+        processing.state = DeliveryState::Processing;
+        let before = processing.clone();
+        assert!(processing.apply_commit_point(fence, at(2)).is_err());
+        assert_eq!(processing, before);
+    }
+}

@@ -272,41 +272,36 @@ pub(crate) fn apply_batch<V>(
     let mut slot: std::collections::HashMap<uuid::Uuid, usize> = std::collections::HashMap::new();
     for op in ops {
         let id = op.id();
-        let current = match slot.get(&id) {
-            Some(&i) => &changed[i].delivery,
-            None => match rows.get(&id) {
-                Some((d, _)) => d,
-                None => {
-                    results.push(Ok(Fenced::Stale));
-                    continue;
+        // Applied in place: the state machine refuses an op before it changes anything
+        // (`Delivery::apply_transition`, `Delivery::apply_commit_point`), so a refused op
+        // leaves the row as it was.
+        let applied = if let Some(&i) = slot.get(&id) {
+            op.apply(&mut changed[i].delivery)
+                .map(|r| r.map(|entries| (i, entries)))
+        } else if let Some((mut d, read_with)) = rows.remove(&id) {
+            match op.apply(&mut d) {
+                Ok(Some(entries)) => {
+                    changed.push(Changed {
+                        delivery: d,
+                        read_with,
+                        history: Vec::new(),
+                        events: Vec::new(),
+                    });
+                    slot.insert(id, changed.len() - 1);
+                    Ok(Some((changed.len() - 1, entries)))
                 }
-            },
+                refused => {
+                    rows.insert(id, (d, read_with));
+                    refused.map(|_| None)
+                }
+            }
+        } else {
+            Ok(None)
         };
-        // Apply on a copy, so an op the state machine refuses changes nothing.
-        let mut copy = current.clone();
-        match op.apply(&mut copy) {
+        match applied {
             Ok(None) => results.push(Ok(Fenced::Stale)),
-            Ok(Some((h, e))) => {
-                results.push(Ok(Fenced::Applied(copy.clone())));
-                let i = match slot.get(&id) {
-                    Some(&i) => {
-                        changed[i].delivery = copy;
-                        i
-                    }
-                    None => {
-                        let Some((_, read_with)) = rows.remove(&id) else {
-                            continue;
-                        };
-                        changed.push(Changed {
-                            delivery: copy,
-                            read_with,
-                            history: Vec::new(),
-                            events: Vec::new(),
-                        });
-                        slot.insert(id, changed.len() - 1);
-                        changed.len() - 1
-                    }
-                };
+            Ok(Some((i, (h, e)))) => {
+                results.push(Ok(Fenced::Applied(changed[i].delivery.clone())));
                 changed[i].history.extend(h);
                 changed[i].events.extend(e);
             }
@@ -362,7 +357,10 @@ impl<Op: Send + 'static, T: Send + 'static> Groups<Op, T> {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let mut group = Vec::with_capacity(max);
+                // Sized for what is queued (recv_many grows it for more): a buffer for the
+                // largest group, allocated for every group, cost more than the rest of the
+                // hand-off when the groups are small.
+                let mut group = Vec::with_capacity(rx.len().clamp(1, max));
                 if rx.recv_many(&mut group, max).await == 0 {
                     return;
                 }
@@ -392,18 +390,18 @@ impl<Op: Send + 'static, T: Send + 'static> Groups<Op, T> {
 /// Writes one batch and answers each of its callers.
 async fn write_and_answer(
     writer: &dyn BatchWrite,
-    mut batch: Vec<Pending<WriteOp, crate::schedule::Fenced<crate::schedule::Delivery>>>,
+    batch: Vec<Pending<WriteOp, crate::schedule::Fenced<crate::schedule::Delivery>>>,
 ) {
-    let ops: Vec<WriteOp> = batch.iter().map(|(op, _)| op.clone()).collect();
+    let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().unzip();
     match writer.write_batch(&ops).await {
         Ok(results) => {
-            for ((_, reply), result) in batch.drain(..).zip(results) {
+            for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, ops = ops.len(), "a batch of writes failed");
-            for (_, reply) in batch.drain(..) {
+            for reply in replies {
                 let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
             }
         }
