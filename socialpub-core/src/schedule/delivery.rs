@@ -591,7 +591,8 @@ impl Delivery {
     }
 
     /// Applies a worker's transition. `Ok(None)` when the fence is stale; an error when the
-    /// transition is not one the state machine allows (a bug in the caller).
+    /// transition is not one the state machine allows (a bug in the caller). Either way the
+    /// delivery is left unchanged: stores apply writes in place and rely on it.
     pub fn apply_transition(&mut self, t: &Transition) -> Result<Option<HistoryEntry>> {
         if t.id != self.id {
             return Err(Error::internal("transition applied to the wrong delivery"));
@@ -643,7 +644,8 @@ impl Delivery {
 
     /// Records the commit point: `preparing` (or `claimed`) becomes `committing` and
     /// `committed_at` is set if it was not. Calling it again while `committing` (a thread's
-    /// next part) only confirms the lease. `Ok(None)` when the fence is stale.
+    /// next part) only confirms the lease. `Ok(None)` when the fence is stale, an error in a
+    /// state with no commit point; either way the delivery is left unchanged.
     pub fn apply_commit_point(
         &mut self,
         fence: i64,
