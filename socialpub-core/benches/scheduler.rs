@@ -172,6 +172,30 @@ impl Fresh {
 /// The PostgreSQL URL, without TLS unless it asks for it: graphile-worker's client (node-pg)
 /// connects without TLS by default and sqlx negotiates it when the server offers it, so an
 /// unqualified URL would compare an encrypted connection with a plain one.
+/// CPU time this process has used, user and system, all threads (from `/proc/self/stat`, in
+/// ticks of 1/100 s, Linux's `USER_HZ`); `None` where there is no such file. A drain's rate
+/// moves with what else the machine runs; the CPU it took moves far less.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // Fields 14 and 15 of the file (utime, stime) are the 12th and 13th after the name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The CPU used since `before`, per item, in microseconds, for the results table.
+fn cpu_per_item(before: Option<Duration>, n: usize) -> String {
+    match (before, process_cpu()) {
+        (Some(b), Some(a)) => format!(
+            "{:.1} µs CPU each",
+            a.saturating_sub(b).as_secs_f64() * 1e6 / n as f64
+        ),
+        _ => "CPU not measured".to_owned(),
+    }
+}
+
 fn pg_url() -> Option<String> {
     let url = [
         "SOCIALPUB_BENCH_POSTGRES_URL",
@@ -274,6 +298,7 @@ async fn drain(kind: Kind, n: usize, cfg: EngineConfig) {
     let noop = Arc::new(Noop::default());
     let engine = engine(fresh.store.clone(), noop.clone(), cfg);
     let t = Instant::now();
+    let cpu = process_cpu();
     let handle = engine.start();
     while noop.calls.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -283,11 +308,12 @@ async fn drain(kind: Kind, n: usize, cfg: EngineConfig) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_per_item(cpu, n);
     handle.shutdown().await;
     let published = fresh.published().await;
     assert_eq!(published, n, "every delivery published");
     println!(
-        "| drain | {} | {} | {n} | {:.0}/s | {:.1} s | bulk insert {:.0}/s |",
+        "| drain | {} | {} | {n} | {:.0}/s | {:.1} s | bulk insert {:.0}/s | bench process {cpu} |",
         kind.label(),
         cfg.label,
         n as f64 / secs,

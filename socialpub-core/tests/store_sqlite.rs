@@ -52,7 +52,7 @@ async fn model_based_random_operations() {
 async fn reopening_keeps_data_and_does_not_migrate_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, "reopen.db").await;
-    assert_eq!(store.schema_version().await.expect("version"), 1);
+    assert_eq!(store.schema_version().await.expect("version"), 2);
     let (deliveries, events) = socialpub_core::testkit::schedule::new_post("t", &["1"], 10);
     store.insert(&deliveries, &events).await.expect("insert");
     store.close().await;
@@ -62,7 +62,7 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
         .open()
         .await
         .expect("reopen");
-    assert_eq!(again.schema_version().await.expect("version"), 1);
+    assert_eq!(again.schema_version().await.expect("version"), 2);
     let got = again
         .get("t", deliveries[0].id)
         .await
@@ -81,7 +81,7 @@ async fn concurrent_opens_of_a_new_file_migrate_once() {
     });
     for handle in opens {
         let store = handle.await.expect("join").expect("open");
-        assert_eq!(store.schema_version().await.expect("version"), 1);
+        assert_eq!(store.schema_version().await.expect("version"), 2);
     }
 }
 
@@ -287,4 +287,195 @@ async fn the_write_ahead_log_is_checkpointed_beside_the_writer() {
         "the main file grew from {before} bytes: a checkpoint ran while the store was open"
     );
     store.close().await;
+}
+
+/// The rows the writer keeps from its last claim or write stand in for a read only while no
+/// other connection has committed, and only for what this store did not change otherwise.
+#[tokio::test]
+async fn kept_rows_are_not_trusted_after_another_change() {
+    use socialpub_core::schedule::{Delivery, DeliveryState, Fenced, Transition};
+    use socialpub_core::testkit::schedule::t0;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, "kept.db").await;
+    let (deliveries, events) = new_post("t", &["a", "b", "c"], 0);
+    store.insert(&deliveries, &events).await.expect("insert");
+    let claimed = store
+        .claim_due("w", t0(), 3, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    let (taken, renewed, kept) = (&claimed[0], &claimed[1], &claimed[2]);
+    let fence = |d: &Delivery| d.lease.as_ref().expect("lease").fence;
+
+    // This store renewed the second's lease: its write keeps the renewal.
+    let until = t0() + chrono::Duration::minutes(5);
+    assert!(
+        store
+            .renew_lease(renewed.id, fence(renewed), until)
+            .await
+            .expect("renew")
+    );
+    let out = store
+        .commit_point(renewed.id, fence(renewed), t0())
+        .await
+        .expect("commit point");
+    assert!(matches!(out, Fenced::Applied(ref d) if d.state == DeliveryState::Committing));
+    let after = store.get("t", renewed.id).await.expect("get").expect("row");
+    assert_eq!(after.state, DeliveryState::Committing);
+    assert_eq!(after.lease.expect("lease").expires_at, until);
+
+    // Another process took the first over.
+    let other = rusqlite::Connection::open(store.path()).expect("open");
+    other
+        .execute(
+            "UPDATE socialpub_deliveries SET fence = fence + 1, lease_owner = 'other'
+             WHERE id = ?1",
+            [taken.id],
+        )
+        .expect("take over");
+    let out = store
+        .commit_point(taken.id, fence(taken), t0())
+        .await
+        .expect("commit point");
+    assert!(out.is_stale(), "the kept row said the lease was still held");
+    let after = store.get("t", taken.id).await.expect("get").expect("row");
+    assert_eq!(after.state, DeliveryState::Claimed);
+    assert_eq!(after.lease.expect("lease").owner, "other");
+
+    // The third was not changed since: its writes land.
+    let out = store
+        .commit_point(kept.id, fence(kept), t0())
+        .await
+        .expect("commit point");
+    let Fenced::Applied(committing) = out else {
+        panic!("the commit point was refused");
+    };
+    let t = Transition::new(&committing, DeliveryState::Published, t0());
+    let out = store.transition(&t).await.expect("published");
+    assert!(matches!(out, Fenced::Applied(ref d) if d.state == DeliveryState::Published));
+    let after = store.get("t", kept.id).await.expect("get").expect("row");
+    assert_eq!(after.state, DeliveryState::Published);
+    assert!(after.lease.is_none());
+    let states: Vec<DeliveryState> = store
+        .history("t", kept.id)
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| h.to)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            DeliveryState::Scheduled,
+            DeliveryState::Claimed,
+            DeliveryState::Committing,
+            DeliveryState::Published
+        ]
+    );
+}
+
+/// The statements of a state change build no temporary tables (SQLite builds one to evaluate
+/// `IN` with more than two constants, as a partial index's condition once did), and the purge
+/// still finds finished rows through their index.
+#[tokio::test]
+async fn state_changes_build_no_temporary_table_and_the_purge_uses_its_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, "ops.db").await;
+    let conn = rusqlite::Connection::open(store.path()).expect("open");
+    let opcodes = |sql: &str, n: usize| -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).expect("explain");
+        let params: Vec<Option<i64>> = vec![None; n];
+        stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(1)
+        })
+        .expect("explain")
+        .collect::<Result<_, _>>()
+        .expect("explain")
+    };
+    let update = opcodes(
+        "UPDATE socialpub_deliveries SET state = ?1, run_at = ?2, attempt = ?3,
+             lease_owner = ?4, lease_expires_at = ?5, checkpoint = ?6, committed_at = ?7,
+             receipt = ?8, last_error = ?9, had_failure = ?10, updated_at = ?11
+         WHERE id = ?12",
+        12,
+    );
+    assert!(!update.iter().any(|op| op == "OpenEphemeral"), "{update:?}");
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN DELETE FROM socialpub_deliveries
+             WHERE (state = 'published' OR state = 'failed' OR state = 'cancelled')
+               AND updated_at < 0",
+        )
+        .expect("explain")
+        .query_map([], |r| r.get::<_, String>(3))
+        .expect("explain")
+        .collect::<Result<_, _>>()
+        .expect("explain");
+    assert!(
+        plan.iter()
+            .any(|p| p.contains("socialpub_deliveries_finished")),
+        "{plan:?}"
+    );
+}
+
+/// A file at schema version 1 with deliveries in it is migrated on open: the rows are still
+/// claimed and purged.
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_in_place() {
+    use socialpub_core::schedule::DeliveryState;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.db");
+    let (scheduled, published) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let now = chrono::Utc::now().timestamp_micros();
+    let day = 86_400_000_000_i64;
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create");
+        conn.execute_batch(include_str!("../migrations/sqlite/0001_init.sql"))
+            .expect("version 1");
+        conn.execute_batch(
+            "CREATE TABLE socialpub_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL);
+             INSERT INTO socialpub_migrations VALUES (1, 'init', 0);",
+        )
+        .expect("record version 1");
+        let post = uuid::Uuid::now_v7();
+        conn.execute(
+            "INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id, post,
+                 state, due_at, run_at, attempt, max_attempts, fence, had_failure, created_at,
+                 updated_at)
+             VALUES
+                 (?1, ?3, 'acme', 'x', '1', '{\"text\": \"due\"}', 'scheduled',
+                  ?4 - 60000000, ?4 - 60000000, 0, 5, 0, 0, ?4 - 2 * ?5, ?4 - 2 * ?5),
+                 (?2, ?3, 'acme', 'x', '2', '{\"text\": \"sent\"}', 'published',
+                  ?4 - 2 * ?5, NULL, 1, 5, 1, 0, ?4 - 3 * ?5, ?4 - 2 * ?5)",
+            rusqlite::params![scheduled, published, post, now, day],
+        )
+        .expect("rows of version 1");
+    }
+    let store = SqliteStore::open(path.display().to_string())
+        .await
+        .expect("open and migrate");
+    assert_eq!(store.schema_version().await.expect("version"), 2);
+    let claimed = store
+        .claim_due(
+            "w",
+            chrono::Utc::now(),
+            10,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![scheduled]
+    );
+    assert_eq!(claimed[0].state, DeliveryState::Claimed);
+    let report = store
+        .purge(chrono::Utc::now() - chrono::Duration::days(1))
+        .await
+        .expect("purge");
+    assert_eq!(report.deliveries, 1, "the row published two days ago");
+    assert!(store.get("acme", published).await.expect("get").is_none());
+    assert!(store.get("acme", scheduled).await.expect("get").is_some());
 }

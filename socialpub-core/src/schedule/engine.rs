@@ -993,7 +993,9 @@ impl Shared {
             let shared = self.clone();
             shared.inflight.fetch_add(1, Ordering::SeqCst);
             let slot = slot.unwrap_or(Slot::Free);
-            tokio::spawn(async move { shared.handle_at(c.delivery, slot, c.run_at).await });
+            // The step's future is some kilobytes: boxed, it is written once, where a task
+            // holding it inline would be copied on every move of the task's stage.
+            tokio::spawn(Box::pin(shared.handle_at(c.delivery, slot, c.run_at)));
         };
         for c in due {
             let slot = permits

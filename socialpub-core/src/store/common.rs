@@ -126,9 +126,6 @@ macro_rules! terminal_states {
 }
 pub(crate) use terminal_states;
 
-/// The terminal states, as SQL.
-pub(crate) const TERMINAL_STATES: &str = terminal_states!();
-
 /// Parses a stored state.
 pub(crate) fn parse_state(column: &str, s: &str) -> Result<crate::schedule::DeliveryState> {
     s.parse()
@@ -246,7 +243,7 @@ pub(crate) type OpResult = Result<crate::schedule::Fenced<crate::schedule::Deliv
 /// Writes a batch of ops in one transaction; the per-op results are in the ops' order.
 #[async_trait::async_trait]
 pub(crate) trait BatchWrite: Send + Sync + 'static {
-    async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>>;
+    async fn write_batch(&self, ops: Vec<WriteOp>) -> Result<Vec<OpResult>>;
 }
 
 /// What a batch decided for one delivery: its new row, and the history entries and events to
@@ -393,14 +390,15 @@ async fn write_and_answer(
     batch: Vec<Pending<WriteOp, crate::schedule::Fenced<crate::schedule::Delivery>>>,
 ) {
     let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().unzip();
-    match writer.write_batch(&ops).await {
+    let n = ops.len();
+    match writer.write_batch(ops).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, ops = ops.len(), "a batch of writes failed");
+            tracing::warn!(error = %e, ops = n, "a batch of writes failed");
             for reply in replies {
                 let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
             }

@@ -705,7 +705,7 @@ impl PostgresStore {
             held: self.inner.held.clone(),
         };
         writer
-            .write_batch(std::slice::from_ref(&op))
+            .write_batch(vec![op])
             .await?
             .pop()
             .unwrap_or(Ok(Fenced::Stale))
@@ -1062,7 +1062,8 @@ impl BatchWrite for BatchWriter {
     /// fence check and the write are thus in one transaction, as with a row lock, for one or
     /// two round trips and no lock records. The ops of rows another writer changed in between
     /// are redone, in order, with the rows locked.
-    async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+    async fn write_batch(&self, ops: Vec<WriteOp>) -> Result<Vec<OpResult>> {
+        let ops = &ops[..];
         let mut rows = self.held.take(ops);
         let unknown: Vec<WriteOp> = ops
             .iter()

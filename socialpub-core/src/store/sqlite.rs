@@ -30,10 +30,10 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::common::{
-    BatchWrite, Batcher, DELIVERY_COLUMNS, Migration, OpResult, Step, TERMINAL_STATES, WriteOp,
-    apply_batch, check_not_newer, corrupt, due_condition, from_json, from_json_opt, from_micros,
-    lease_until, micros, parse_kind, parse_platform, parse_state, to_json, to_json_opt, to_u32,
-    trunc, trunc_transition,
+    BatchWrite, Batcher, DELIVERY_COLUMNS, Migration, OpResult, Step, WriteOp, apply_batch,
+    check_not_newer, corrupt, due_condition, from_json, from_json_opt, from_micros, lease_until,
+    micros, parse_kind, parse_platform, parse_state, to_json, to_json_opt, to_u32, trunc,
+    trunc_transition,
 };
 use crate::auth::{AccountKey, SealedToken, SealedTokenStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -46,11 +46,22 @@ use crate::schedule::{
 };
 
 /// The embedded schema, applied in order when a store opens.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cheaper_state_changes",
+        sql: include_str!("../../migrations/sqlite/0002_cheaper_state_changes.sql"),
+    },
+];
+
+/// Finished deliveries, word for word as in the condition of the index the purge uses
+/// (`socialpub_deliveries_finished`): SQLite matches a partial index's condition by its terms.
+const FINISHED: &str = "(state = 'published' OR state = 'failed' OR state = 'cancelled')";
 
 /// Prepared statements kept per connection (the hot paths use a dozen).
 const STATEMENT_CACHE: usize = 64;
@@ -282,7 +293,53 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         .map_err(db("cannot finish migrating the SQLite database"))
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&mut Connection, &mut Kept) + Send>;
+
+/// Most rows [`Kept`] holds: those of the deliveries in flight, for a bounded memory.
+const KEPT_MAX: usize = 16_384;
+
+/// The rows of deliveries in flight as the writer connection last claimed or wrote them: a
+/// batch of state changes starts from these instead of reading (and decoding) each row again.
+///
+/// They are trusted only while nothing else has changed the database: no other connection
+/// has committed (`PRAGMA data_version`, read inside the write transaction, is as it was
+/// after this connection's last commit), and every job on this connection that is not a
+/// claim or a batch write drops them.
+#[derive(Default)]
+struct Kept {
+    rows: HashMap<Uuid, Delivery>,
+    data_version: Option<i64>,
+}
+
+impl Kept {
+    /// Inside a write transaction: drops the rows if another connection committed since
+    /// they were kept.
+    fn check(&mut self, conn: &Connection) -> Result<i64> {
+        let version: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db("cannot read the SQLite data version"))?;
+        if self.data_version != Some(version) {
+            self.rows.clear();
+            self.data_version = Some(version);
+        }
+        Ok(version)
+    }
+
+    /// After a commit at `version`: keeps `d` if it is still in a worker's hands.
+    fn keep(&mut self, version: i64, d: Delivery) {
+        self.data_version = Some(version);
+        if d.lease.is_some() && (self.rows.len() < KEPT_MAX || self.rows.contains_key(&d.id)) {
+            self.rows.insert(d.id, d);
+        } else {
+            self.rows.remove(&d.id);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.data_version = None;
+    }
+}
 
 /// The writer connection, owned by one thread that runs the jobs sent to it in order.
 struct Writer {
@@ -310,6 +367,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("socialpub-sqlite-writer".into())
             .spawn(move || {
+                let mut kept = Kept::default();
                 let mut conn = match open() {
                     Ok(conn) => {
                         let _ = opened_tx.send(Ok(()));
@@ -323,7 +381,11 @@ impl Writer {
                 while let Ok(job) = rx.recv() {
                     // A panicking job drops its reply (its caller gets an error) and rolls back
                     // its transaction as it unwinds; the connection stays usable.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    let done =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn, &mut kept)));
+                    if done.is_err() {
+                        kept.clear();
+                    }
                     let _ = kick.try_send(());
                 }
                 drop(conn);
@@ -337,14 +399,27 @@ impl Writer {
         })
     }
 
-    /// Runs `f` on the writer connection and returns what it returns.
+    /// Runs `f` on the writer connection and returns what it returns. The kept rows are
+    /// dropped first: `f` may change any row.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.run_keeping(move |conn, kept| {
+            kept.clear();
+            f(conn)
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer connection with the kept rows, which `f` keeps true.
+    async fn run_keeping<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &mut Kept) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
+        let job: Job = Box::new(move |conn, kept| {
+            let _ = reply.send(f(conn, kept));
         });
         lock(&self.jobs)
             .as_ref()
@@ -998,7 +1073,7 @@ impl SqliteStore {
             writer: self.inner.writer.clone(),
         };
         writer
-            .write_batch(std::slice::from_ref(&op))
+            .write_batch(vec![op])
             .await?
             .pop()
             .unwrap_or(Ok(Fenced::Stale))
@@ -1011,17 +1086,27 @@ struct BatchWriter {
     writer: Arc<Writer>,
 }
 
-/// Reads the deliveries `ops` name, applies the ops in order and writes back what changed,
-/// in one transaction.
-fn write_batch_now(conn: &mut Connection, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+/// Takes the deliveries `ops` name (as kept, or read), applies the ops in order and writes
+/// back what changed, in one transaction; keeps the rows written.
+fn write_batch_now(
+    conn: &mut Connection,
+    kept: &mut Kept,
+    ops: &[WriteOp],
+) -> Result<Vec<OpResult>> {
     let tx = immediate(conn)?;
+    let version = kept.check(&tx)?;
     // In key order: neighbouring reads share B-tree pages.
     let mut ids: Vec<Uuid> = ops.iter().map(WriteOp::id).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut by_id = HashMap::with_capacity(ids.len());
     for id in ids {
-        if let Some(d) = select_delivery(&tx, id)? {
+        // Taken out: should this transaction fail, the row is read afresh next time.
+        let d = match kept.rows.remove(&id) {
+            Some(d) => Some(d),
+            None => select_delivery(&tx, id)?,
+        };
+        if let Some(d) = d {
             let fixed = fixed_part(&d);
             by_id.insert(id, (d, fixed));
         }
@@ -1031,15 +1116,17 @@ fn write_batch_now(conn: &mut Connection, ops: &[WriteOp]) -> Result<Vec<OpResul
         write_step(&tx, &c.delivery, c.read_with, &c.history, &c.events)?;
     }
     tx.commit().map_err(db("cannot commit a SQLite write"))?;
+    for c in changed {
+        kept.keep(version, c.delivery);
+    }
     Ok(results)
 }
 
 #[async_trait]
 impl BatchWrite for BatchWriter {
-    async fn write_batch(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
-        let ops = ops.to_vec();
+    async fn write_batch(&self, ops: Vec<WriteOp>) -> Result<Vec<OpResult>> {
         self.writer
-            .run(move |conn| write_batch_now(conn, &ops))
+            .run_keeping(move |conn, kept| write_batch_now(conn, kept, &ops))
             .await
     }
 }
@@ -1117,7 +1204,10 @@ impl ScheduleStore for SqliteStore {
             return Ok(());
         }
         let (deliveries, events) = (deliveries.to_vec(), events.to_vec());
-        self.write_with(move |conn| insert_now(conn, &deliveries, &events))
+        // New rows only: the kept ones stay true.
+        self.inner
+            .writer
+            .run_keeping(move |conn, _| insert_now(conn, &deliveries, &events))
             .await?;
         self.wake();
         Ok(())
@@ -1142,8 +1232,11 @@ impl ScheduleStore for SqliteStore {
         // One statement inside `BEGIN IMMEDIATE … COMMIT`; the `socialpub_claim_history`
         // trigger writes the history rows.
         let mut out = self
-            .write_with(move |conn| {
+            .inner
+            .writer
+            .run_keeping(move |conn, kept| {
                 let tx = immediate(conn)?;
+                let version = kept.check(&tx)?;
                 let claimed = query_all(
                     &tx,
                     concat!(
@@ -1184,6 +1277,9 @@ impl ScheduleStore for SqliteStore {
                     },
                 )?;
                 tx.commit().map_err(db("cannot commit a claim"))?;
+                for (_, d) in &claimed {
+                    kept.keep(version, d.clone());
+                }
                 Ok(claimed)
             })
             .await?;
@@ -1198,17 +1294,21 @@ impl ScheduleStore for SqliteStore {
 
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
         let until = micros(trunc(until));
-        self.write_with(move |conn| {
-            let n = conn
+        // Only this row changes: the other kept rows stay true.
+        self.inner
+            .writer
+            .run_keeping(move |conn, kept| {
+                kept.rows.remove(&id);
+                let n = conn
                 .prepare_cached(
                     "UPDATE socialpub_deliveries SET lease_expires_at = MAX(lease_expires_at, ?1)
                      WHERE id = ?2 AND fence = ?3 AND lease_owner IS NOT NULL",
                 )
                 .and_then(|mut s| s.execute(params![until, id, fence]))
                 .map_err(db("cannot renew a lease"))?;
-            Ok(n > 0)
-        })
-        .await
+                Ok(n > 0)
+            })
+            .await
     }
 
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
@@ -1491,7 +1591,7 @@ impl ScheduleStore for SqliteStore {
                 &format!(
                     "DELETE FROM socialpub_history WHERE delivery_id IN (
                          SELECT id FROM socialpub_deliveries
-                         WHERE state IN {TERMINAL_STATES} AND updated_at < ?1)"
+                         WHERE {FINISHED} AND updated_at < ?1)"
                 ),
                 params![before],
             )
@@ -1500,7 +1600,7 @@ impl ScheduleStore for SqliteStore {
                 .execute(
                     &format!(
                         "DELETE FROM socialpub_deliveries
-                         WHERE state IN {TERMINAL_STATES} AND updated_at < ?1"
+                         WHERE {FINISHED} AND updated_at < ?1"
                     ),
                     params![before],
                 )
