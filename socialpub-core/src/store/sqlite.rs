@@ -890,35 +890,46 @@ fn query_all<T>(
 }
 
 /// Writes back what a state change may change. The fence is left alone: only a claim changes
-/// it (and fires the claim's history trigger). The due time, attempt limit and deadline are
-/// written only when they differ from `fixed_before` (only a reschedule changes them): SQLite
-/// maintains an index on an UPDATE whenever the statement sets one of its columns, whatever
-/// the value, so the usual write spares the tenant index.
-fn update_delivery(conn: &Connection, d: &Delivery, fixed_before: FixedPart) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE socialpub_deliveries SET state = ?1, run_at = ?2, attempt = ?3,
-             lease_owner = ?4, lease_expires_at = ?5, checkpoint = ?6, committed_at = ?7,
-             receipt = ?8, last_error = ?9, had_failure = ?10, updated_at = ?11
-         WHERE id = ?12",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            d.state.as_str(),
-            d.run_at.map(micros),
-            i64::from(d.attempt),
-            d.lease.as_ref().map(|l| l.owner.as_str()),
-            d.lease.as_ref().map(|l| micros(l.expires_at)),
-            to_json_opt(d.checkpoint.as_ref()).map_err(to_sql_err)?,
-            d.committed_at.map(micros),
-            to_json_opt(d.receipt.as_ref()).map_err(to_sql_err)?,
-            to_json_opt(d.last_error.as_ref()).map_err(to_sql_err)?,
-            d.had_failure,
-            micros(d.updated_at),
-            d.id,
-        ])
-    })
-    .map_err(db("cannot update a delivery"))?;
-    if fixed_part(d) != fixed_before {
+/// it (and fires the claim's history trigger). SQLite maintains an index on an UPDATE whenever
+/// the statement sets one of the columns it names, whatever the value, so columns are set only
+/// when they may have changed since `before`: the lease and the run time (the lease and due
+/// indexes) together, and the due time, attempt limit and deadline (the tenant index) only
+/// after a reschedule. A commit point thus touches no index.
+fn update_delivery(conn: &Connection, d: &Delivery, before: &Before) -> Result<()> {
+    let keeps_lease_and_run = lease_and_run(d) == before.lease_and_run;
+    let sql = if keeps_lease_and_run {
+        "UPDATE socialpub_deliveries SET state = ?1, attempt = ?2, checkpoint = ?3,
+             committed_at = ?4, receipt = ?5, last_error = ?6, had_failure = ?7, updated_at = ?8
+         WHERE id = ?9"
+    } else {
+        "UPDATE socialpub_deliveries SET state = ?1, attempt = ?2, checkpoint = ?3,
+             committed_at = ?4, receipt = ?5, last_error = ?6, had_failure = ?7, updated_at = ?8,
+             run_at = ?10, lease_owner = ?11, lease_expires_at = ?12
+         WHERE id = ?9"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            let checkpoint = to_json_opt(d.checkpoint.as_ref()).map_err(to_sql_err)?;
+            let receipt = to_json_opt(d.receipt.as_ref()).map_err(to_sql_err)?;
+            let last_error = to_json_opt(d.last_error.as_ref()).map_err(to_sql_err)?;
+            s.raw_bind_parameter(1, d.state.as_str())?;
+            s.raw_bind_parameter(2, i64::from(d.attempt))?;
+            s.raw_bind_parameter(3, checkpoint)?;
+            s.raw_bind_parameter(4, d.committed_at.map(micros))?;
+            s.raw_bind_parameter(5, receipt)?;
+            s.raw_bind_parameter(6, last_error)?;
+            s.raw_bind_parameter(7, d.had_failure)?;
+            s.raw_bind_parameter(8, micros(d.updated_at))?;
+            s.raw_bind_parameter(9, d.id)?;
+            if !keeps_lease_and_run {
+                s.raw_bind_parameter(10, d.run_at.map(micros))?;
+                s.raw_bind_parameter(11, d.lease.as_ref().map(|l| l.owner.as_str()))?;
+                s.raw_bind_parameter(12, d.lease.as_ref().map(|l| micros(l.expires_at)))?;
+            }
+            s.raw_execute()
+        })
+        .map_err(db("cannot update a delivery"))?;
+    if fixed_part(d) != before.fixed {
         conn.prepare_cached(
             "UPDATE socialpub_deliveries SET due_at = ?1, max_attempts = ?2, deadline = ?3
              WHERE id = ?4",
@@ -941,6 +952,32 @@ type FixedPart = (DateTime<Utc>, u32, Option<DateTime<Utc>>);
 
 fn fixed_part(d: &Delivery) -> FixedPart {
     (d.due_at, d.max_attempts, d.deadline)
+}
+
+/// The lease (owner and expiry) and the run time.
+type LeaseAndRun = (Option<(String, DateTime<Utc>)>, Option<DateTime<Utc>>);
+
+fn lease_and_run(d: &Delivery) -> LeaseAndRun {
+    (
+        d.lease.as_ref().map(|l| (l.owner.clone(), l.expires_at)),
+        d.run_at,
+    )
+}
+
+/// A delivery's indexed columns as read, before a state change: what its write compares with.
+#[derive(Debug, Clone, PartialEq)]
+struct Before {
+    fixed: FixedPart,
+    lease_and_run: LeaseAndRun,
+}
+
+impl Before {
+    fn of(d: &Delivery) -> Self {
+        Before {
+            fixed: fixed_part(d),
+            lease_and_run: lease_and_run(d),
+        }
+    }
 }
 
 /// A JSON encoding failure inside a statement's parameters, carried as a SQLite-side error.
@@ -1006,16 +1043,16 @@ fn select_delivery(conn: &Connection, id: Uuid) -> Result<Option<Delivery>> {
     }
 }
 
-/// Writes a changed delivery (read with `fixed_before`) with its history entries and events
-/// (inside the caller's transaction).
+/// Writes a changed delivery (as it was `before`) with its history entries and events (inside
+/// the caller's transaction).
 fn write_step(
     conn: &Connection,
     d: &Delivery,
-    fixed_before: FixedPart,
+    before: &Before,
     history: &[HistoryEntry],
     events: &[Event],
 ) -> Result<()> {
-    update_delivery(conn, d, fixed_before)?;
+    update_delivery(conn, d, before)?;
     for h in history {
         insert_history(conn, &d.tenant, h)?;
     }
@@ -1044,10 +1081,10 @@ impl SqliteStore {
             if tenant.is_some_and(|t| t != d.tenant) {
                 return Ok(None);
             }
-            let before = fixed_part(&d);
+            let before = Before::of(&d);
             let step = f(&mut d)?;
             if step.changed {
-                write_step(&tx, &d, before, &step.history, &step.events)?;
+                write_step(&tx, &d, &before, &step.history, &step.events)?;
             }
             tx.commit().map_err(db("cannot commit a SQLite write"))?;
             Ok(Some(step.out))
@@ -1107,13 +1144,13 @@ fn write_batch_now(
             None => select_delivery(&tx, id)?,
         };
         if let Some(d) = d {
-            let fixed = fixed_part(&d);
-            by_id.insert(id, (d, fixed));
+            let before = Before::of(&d);
+            by_id.insert(id, (d, before));
         }
     }
     let (results, changed) = apply_batch(ops, by_id);
     for c in &changed {
-        write_step(&tx, &c.delivery, c.read_with, &c.history, &c.events)?;
+        write_step(&tx, &c.delivery, &c.read_with, &c.history, &c.events)?;
     }
     tx.commit().map_err(db("cannot commit a SQLite write"))?;
     for c in changed {
@@ -1393,12 +1430,12 @@ impl ScheduleStore for SqliteStore {
                 )?;
                 let mut out = Vec::with_capacity(expired.len());
                 for mut d in expired {
-                    let before = fixed_part(&d);
+                    let before = Before::of(&d);
                     if let Some((entry, event)) = d.apply_rescue(now) {
                         write_step(
                             &tx,
                             &d,
-                            before,
+                            &before,
                             std::slice::from_ref(&entry),
                             event.as_slice(),
                         )?;
