@@ -303,8 +303,8 @@ const KEPT_MAX: usize = 16_384;
 ///
 /// They are trusted only while nothing else has changed the database: no other connection
 /// has committed (`PRAGMA data_version`, read inside the write transaction, is as it was
-/// after this connection's last commit), and every job on this connection that is not a
-/// claim or a batch write drops them.
+/// after this connection's last commit), and every other job on this connection drops them,
+/// but for an insert (new rows only) and a lease renewal (which drops its own row).
 #[derive(Default)]
 struct Kept {
     rows: HashMap<Uuid, Delivery>,
