@@ -14,6 +14,20 @@ use socialpub_core::store::{SqliteStore, Synchronous};
 use socialpub_core::testkit::conformance::token_store_suite;
 use socialpub_core::testkit::schedule::{check_against_model, new_post, random_ops, store_suite};
 
+/// The states delivery `id` of tenant `t` went through, in order.
+async fn history_states(
+    store: &dyn ScheduleStore,
+    id: uuid::Uuid,
+) -> Vec<socialpub_core::schedule::DeliveryState> {
+    store
+        .history("t", id)
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| h.to)
+        .collect()
+}
+
 async fn open(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
     SqliteStore::open(dir.path().join(name).display().to_string())
         .await
@@ -230,13 +244,7 @@ async fn concurrent_fenced_writes(store: Arc<dyn ScheduleStore>) {
     for d in &all {
         let got = store.get("t", d.id).await.expect("get").expect("kept");
         assert_eq!(got.state, DeliveryState::Published);
-        let states: Vec<_> = store
-            .history("t", d.id)
-            .await
-            .expect("history")
-            .iter()
-            .map(|h| h.to)
-            .collect();
+        let states = history_states(store.as_ref(), d.id).await;
         assert_eq!(
             states,
             [
@@ -357,13 +365,7 @@ async fn kept_rows_are_not_trusted_after_another_change() {
     let after = store.get("t", kept.id).await.expect("get").expect("row");
     assert_eq!(after.state, DeliveryState::Published);
     assert!(after.lease.is_none());
-    let states: Vec<DeliveryState> = store
-        .history("t", kept.id)
-        .await
-        .expect("history")
-        .iter()
-        .map(|h| h.to)
-        .collect();
+    let states = history_states(&store, kept.id).await;
     assert_eq!(
         states,
         vec![
