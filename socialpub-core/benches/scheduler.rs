@@ -185,9 +185,27 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The CPU time every process on the machine has used since boot (user, nice, system, irq,
+/// softirq and steal from the first line of `/proc/stat`, in its ticks of 10 ms): on
+/// PostgreSQL, the server's part of the work as well as the bench's.
+fn machine_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
+}
+
 /// The CPU used since `before`, per item, in microseconds, for the results table.
-fn cpu_per_item(before: Option<Duration>, n: usize) -> String {
-    match (before, process_cpu()) {
+fn cpu_per_item(before: Option<Duration>, now: Option<Duration>, n: usize) -> String {
+    match (before, now) {
         (Some(b), Some(a)) => format!(
             "{:.1} µs CPU each",
             a.saturating_sub(b).as_secs_f64() * 1e6 / n as f64
@@ -298,7 +316,7 @@ async fn drain(kind: Kind, n: usize, cfg: EngineConfig) {
     let noop = Arc::new(Noop::default());
     let engine = engine(fresh.store.clone(), noop.clone(), cfg);
     let t = Instant::now();
-    let cpu = process_cpu();
+    let (cpu, machine) = (process_cpu(), machine_cpu());
     let handle = engine.start();
     while noop.calls.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -308,12 +326,15 @@ async fn drain(kind: Kind, n: usize, cfg: EngineConfig) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_per_item(cpu, n);
+    let (cpu, machine) = (
+        cpu_per_item(cpu, process_cpu(), n),
+        cpu_per_item(machine, machine_cpu(), n),
+    );
     handle.shutdown().await;
     let published = fresh.published().await;
     assert_eq!(published, n, "every delivery published");
     println!(
-        "| drain | {} | {} | {n} | {:.0}/s | {:.1} s | bulk insert {:.0}/s | bench process {cpu} |",
+        "| drain | {} | {} | {n} | {:.0}/s | {:.1} s | bulk insert {:.0}/s | bench process {cpu} | machine {machine} |",
         kind.label(),
         cfg.label,
         n as f64 / secs,
@@ -588,8 +609,15 @@ fn graphile(n: usize) {
             .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         {
             Some(v) => println!(
-                "| drain | graphile-worker 0.18.0 ({mode}, concurrency 10) | {n} | {}/s | {} s | bulk insert {}/s |",
-                v["drain_per_s"], v["drain_s"], v["enqueue_per_s"]
+                "| drain | graphile-worker 0.18.0 ({mode}, concurrency 10) | {n} | {}/s | {} s | bulk insert {}/s | machine {} |",
+                v["drain_per_s"],
+                v["drain_s"],
+                v["enqueue_per_s"],
+                v["machine_cpu_us_per_job"]
+                    .as_f64()
+                    .map_or("CPU not measured".to_owned(), |c| format!(
+                        "{c:.1} µs CPU each"
+                    ))
             ),
             None => println!(
                 "graphile-worker {mode} failed: {}",

@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{
-    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow, Postgres,
+    PgArgumentBuffer, PgConnectOptions, PgConnection, PgHasArrayType, PgListener, PgPool,
+    PgPoolOptions, PgRow, PgTypeInfo, Postgres,
 };
 use sqlx::types::Json;
 use sqlx::{Connection, Executor, Row};
@@ -55,6 +56,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "lean_state_changes",
         sql: include_str!("../../migrations/postgres/0002_lean_state_changes.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "plain_json",
+        sql: include_str!("../../migrations/postgres/0003_plain_json.sql"),
     },
 ];
 
@@ -447,6 +453,38 @@ impl SealedTokenStore for PostgresStore {
     }
 }
 
+/// A document bound as `json`: its text, which PostgreSQL only checks. `sqlx::types::Json`
+/// declares `jsonb`, which the server would parse into its binary form and, for a `json`
+/// column, print back to text.
+struct JsonText<T>(T);
+
+/// `json` and `json[]` (PostgreSQL's fixed type oids).
+const JSON_OID: sqlx::postgres::types::Oid = sqlx::postgres::types::Oid(114);
+const JSON_ARRAY_OID: sqlx::postgres::types::Oid = sqlx::postgres::types::Oid(199);
+
+impl<T> sqlx::Type<Postgres> for JsonText<T> {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(JSON_OID)
+    }
+}
+
+impl<T> PgHasArrayType for JsonText<T> {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(JSON_ARRAY_OID)
+    }
+}
+
+impl<T: serde::Serialize> sqlx::Encode<'_, Postgres> for JsonText<T> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut PgArgumentBuffer,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        // The binary form of `json` is its text.
+        serde_json::to_writer(&mut **buf, &self.0)?;
+        Ok(sqlx::encode::IsNull::No)
+    }
+}
+
 fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
@@ -620,7 +658,7 @@ async fn insert_event(conn: &mut PgConnection, e: &Event) -> Result<()> {
     .bind(e.kind.as_str())
     .bind(e.delivery_id)
     .bind(e.at)
-    .bind(Json(e))
+    .bind(JsonText(e))
     .execute(&mut *conn)
     .await
     .map_err(db("cannot append an event"))?;
@@ -739,13 +777,33 @@ struct BatchWriter {
     held: Arc<Held>,
 }
 
+/// Where a row version stands: its tuple id (`ctid`) and the transaction that wrote it
+/// (`xmin`, which every update of a row changes). A batch write finds each row by the tuple id
+/// (a TID scan: no descent of the primary key per row) and writes it only if the tuple there is
+/// still this version of this delivery; a tuple id that moved on, or was reused after a vacuum,
+/// matches nothing, and the op is redone locked.
+#[derive(Debug, Clone)]
+struct RowAt {
+    tid: String,
+    xmin: String,
+}
+
+impl RowAt {
+    fn from_row(row: &PgRow) -> Result<RowAt> {
+        Ok(RowAt {
+            tid: col(row, "row_tid")?,
+            xmin: col(row, "row_version")?,
+        })
+    }
+}
+
 /// The rows this process holds leases on, each as it last claimed or wrote it, with its
 /// version: a batch write of such a row need not read it first. The compare-and-set on the
 /// version keeps this as safe as a read just before the write: a row changed in between (a
 /// cancel, a renewal, a rescue, another process) is refused and redone locked.
 #[derive(Default)]
 struct Held {
-    rows: Mutex<std::collections::HashMap<Uuid, (Delivery, String)>>,
+    rows: Mutex<std::collections::HashMap<Uuid, (Delivery, RowAt)>>,
 }
 
 /// At most this many rows are kept; past it the map starts afresh (a row left out is read).
@@ -754,12 +812,12 @@ const HELD_MAX: usize = 16_384;
 impl Held {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, (Delivery, String)>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, (Delivery, RowAt)>> {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps `d` at `version` while it is leased; forgets it once released.
-    fn put(&self, d: Delivery, version: String) {
+    fn put(&self, d: Delivery, version: RowAt) {
         let mut rows = self.lock();
         if d.lease.is_none() {
             rows.remove(&d.id);
@@ -776,7 +834,7 @@ impl Held {
     }
 
     /// Takes out the rows `ops` name that are kept (a write puts back what it wrote).
-    fn take(&self, ops: &[WriteOp]) -> std::collections::HashMap<Uuid, (Delivery, String)> {
+    fn take(&self, ops: &[WriteOp]) -> std::collections::HashMap<Uuid, (Delivery, RowAt)> {
         let mut rows = self.lock();
         ops.iter()
             .filter_map(|op| rows.remove_entry(&op.id()))
@@ -835,12 +893,13 @@ async fn read_versions<'e>(
     exec: impl sqlx::PgExecutor<'e>,
     ops: &[WriteOp],
     lock: bool,
-) -> Result<std::collections::HashMap<Uuid, (Delivery, String)>> {
+) -> Result<std::collections::HashMap<Uuid, (Delivery, RowAt)>> {
     let mut ids: Vec<Uuid> = ops.iter().map(WriteOp::id).collect();
     ids.sort_unstable();
     ids.dedup();
     let rows = sqlx::query(&format!(
-        "SELECT xmin::TEXT AS row_version, {DELIVERY_COLUMNS} FROM socialpub_deliveries
+        "SELECT ctid::TEXT AS row_tid, xmin::TEXT AS row_version, {DELIVERY_COLUMNS}
+         FROM socialpub_deliveries
          WHERE id = ANY($1) {}",
         if lock { "ORDER BY id FOR UPDATE" } else { "" }
     ))
@@ -851,8 +910,7 @@ async fn read_versions<'e>(
     let mut by_id = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
         let d = delivery_from_row(row)?;
-        let version: String = col(row, "row_version")?;
-        by_id.insert(d.id, (d, version));
+        by_id.insert(d.id, (d, RowAt::from_row(row)?));
     }
     Ok(by_id)
 }
@@ -861,7 +919,7 @@ async fn read_versions<'e>(
 /// the rows that had changed since they were read (nothing of theirs is written).
 #[derive(Default)]
 struct Written {
-    rows: Vec<(Delivery, String)>,
+    rows: Vec<(Delivery, RowAt)>,
     conflicts: std::collections::HashSet<Uuid>,
 }
 
@@ -869,7 +927,7 @@ struct Written {
 /// (compare-and-set on `xmin`), with their history and events.
 async fn write_versions<'e>(
     exec: impl sqlx::PgExecutor<'e>,
-    mut planned: Vec<Changed<String>>,
+    mut planned: Vec<Changed<RowAt>>,
 ) -> Result<Written> {
     if planned.is_empty() {
         return Ok(Written::default());
@@ -879,6 +937,7 @@ async fn write_versions<'e>(
     let n = planned.len();
     let mut d_id = Vec::with_capacity(n);
     let mut d_version = Vec::with_capacity(n);
+    let mut d_tid = Vec::with_capacity(n);
     let mut d_state = Vec::with_capacity(n);
     let mut d_run_at = Vec::with_capacity(n);
     let mut d_attempt = Vec::with_capacity(n);
@@ -913,7 +972,8 @@ async fn write_versions<'e>(
     for p in &planned {
         let d = &p.delivery;
         d_id.push(d.id);
-        d_version.push(p.read_with.as_str());
+        d_version.push(p.read_with.xmin.as_str());
+        d_tid.push(p.read_with.tid.as_str());
         d_state.push(d.state.as_str());
         d_run_at.push(d.run_at);
         d_attempt.push(int("attempt", d.attempt)?);
@@ -921,10 +981,10 @@ async fn write_versions<'e>(
         d_deadline.push(d.deadline);
         d_lease_owner.push(d.lease.as_ref().map(|l| l.owner.as_str()));
         d_lease_expires_at.push(d.lease.as_ref().map(|l| l.expires_at));
-        d_checkpoint.push(d.checkpoint.as_ref().map(Json));
+        d_checkpoint.push(d.checkpoint.as_ref().map(JsonText));
         d_committed_at.push(d.committed_at);
-        d_receipt.push(d.receipt.as_ref().map(Json));
-        d_last_error.push(d.last_error.as_ref().map(Json));
+        d_receipt.push(d.receipt.as_ref().map(JsonText));
+        d_last_error.push(d.last_error.as_ref().map(JsonText));
         d_had_failure.push(d.had_failure);
         d_updated_at.push(d.updated_at);
         for h in &p.history {
@@ -945,10 +1005,10 @@ async fn write_versions<'e>(
             e_kind.push(e.kind.as_str());
             e_delivery.push(e.delivery_id);
             e_at.push(e.at);
-            e_payload.push(Json(e));
+            e_payload.push(JsonText(e));
         }
     }
-    let written: Vec<(Uuid, String)> = sqlx::query_as(concat!(
+    let written: Vec<(Uuid, String, String)> = sqlx::query_as(concat!(
         "WITH u AS (
                  UPDATE socialpub_deliveries d SET state = j.state,
                      run_at = j.run_at, attempt = j.attempt, max_attempts = j.max_attempts,
@@ -962,13 +1022,14 @@ async fn write_versions<'e>(
         " THEN COALESCE(d.finished_at, j.updated_at) END
                  FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[],
                      $4::TIMESTAMPTZ[], $5::INTEGER[], $6::INTEGER[], $7::TIMESTAMPTZ[],
-                     $8::TEXT[], $9::TIMESTAMPTZ[], $10::JSONB[], $11::TIMESTAMPTZ[],
-                     $12::JSONB[], $13::JSONB[], $14::BOOLEAN[], $15::TIMESTAMPTZ[])
+                     $8::TEXT[], $9::TIMESTAMPTZ[], $10::JSON[], $11::TIMESTAMPTZ[],
+                     $12::JSON[], $13::JSON[], $14::BOOLEAN[], $15::TIMESTAMPTZ[],
+                     $32::TEXT[]::TID[])
                      AS j(id, row_version, state, run_at, attempt, max_attempts,
                      deadline, lease_owner, lease_expires_at, checkpoint, committed_at,
-                     receipt, last_error, had_failure, updated_at)
-                 WHERE d.id = j.id AND d.xmin::TEXT = j.row_version
-                 RETURNING d.id, d.xmin::TEXT AS row_version),
+                     receipt, last_error, had_failure, updated_at, row_tid)
+                 WHERE d.ctid = j.row_tid AND d.id = j.id AND d.xmin::TEXT = j.row_version
+                 RETURNING d.id, d.xmin::TEXT AS row_version, d.ctid::TEXT AS row_tid),
              hist AS (
                  INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
                      attempt, worker, error_kind, message)
@@ -984,12 +1045,12 @@ async fn write_versions<'e>(
                  INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
                  SELECT e.event_id, e.tenant, e.kind, e.delivery_id, e.at, e.payload
                  FROM UNNEST($25::UUID[], $26::UUID[], $27::TEXT[], $28::TEXT[], $29::UUID[],
-                     $30::TIMESTAMPTZ[], $31::JSONB[])
+                     $30::TIMESTAMPTZ[], $31::JSON[])
                      WITH ORDINALITY AS e(owner, event_id, tenant, kind, delivery_id, at,
                      payload, n)
                  WHERE e.owner IN (SELECT id FROM u)
                  ORDER BY e.n)
-             SELECT id, row_version FROM u",
+             SELECT id, row_version, row_tid FROM u",
     ))
     .bind(&d_id)
     .bind(&d_version)
@@ -1022,10 +1083,14 @@ async fn write_versions<'e>(
     .bind(&e_delivery)
     .bind(&e_at)
     .bind(&e_payload)
+    .bind(&d_tid)
     .fetch_all(exec)
     .await
     .map_err(db("cannot write deliveries"))?;
-    let mut versions: std::collections::HashMap<Uuid, String> = written.into_iter().collect();
+    let mut versions: std::collections::HashMap<Uuid, RowAt> = written
+        .into_iter()
+        .map(|(id, xmin, tid)| (id, RowAt { tid, xmin }))
+        .collect();
     let mut out = Written::default();
     for p in planned {
         match versions.remove(&p.delivery.id) {
@@ -1140,11 +1205,11 @@ async fn insert_rows(
         terminal_states!(),
         " THEN updated_at END
              FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
-                 platform TEXT, account_id TEXT, post JSONB, state TEXT,
+                 platform TEXT, account_id TEXT, post JSON, state TEXT,
                  due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
                  max_attempts INTEGER, deadline TIMESTAMPTZ, fence BIGINT,
-                 lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSONB,
-                 committed_at TIMESTAMPTZ, receipt JSONB, last_error JSONB,
+                 lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSON,
+                 committed_at TIMESTAMPTZ, receipt JSON, last_error JSON,
                  had_failure BOOLEAN, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)
              RETURNING id, tenant, due_at, post_id),
          keys AS (
@@ -1339,14 +1404,14 @@ impl ScheduleStore for PostgresStore {
                      attempt = CASE WHEN d.state IN ('scheduled', 'retry_waiting')
                                     THEN d.attempt + 1 ELSE d.attempt END
                  WHERE d.ctid = ANY (ARRAY(SELECT tid FROM picked))
-                 RETURNING d.*, d.xmin::TEXT AS row_version),
+                 RETURNING d.*, d.xmin::TEXT AS row_version, d.ctid::TEXT AS row_tid),
              hist AS (
                  INSERT INTO socialpub_history
                      (delivery_id, tenant, at, from_state, to_state, attempt, worker)
                  SELECT c.id, c.tenant, c.updated_at, p.from_state, c.state, c.attempt,
                      c.lease_owner
                  FROM claimed c JOIN picked p ON p.id = c.id WHERE p.from_state <> c.state)
-             SELECT {DELIVERY_COLUMNS}, claimed_due_at, row_version FROM claimed",
+             SELECT {DELIVERY_COLUMNS}, claimed_due_at, row_version, row_tid FROM claimed",
             due = due_condition!()
         ))
         .bind(worker)
@@ -1362,7 +1427,7 @@ impl ScheduleStore for PostgresStore {
         for row in &rows {
             let order: Option<DateTime<Utc>> = col(row, "claimed_due_at")?;
             let d = delivery_from_row(row)?;
-            self.inner.held.put(d.clone(), col(row, "row_version")?);
+            self.inner.held.put(d.clone(), RowAt::from_row(row)?);
             out.push((order, d));
         }
         out.sort_by_key(|(order, d)| (*order, d.id));
@@ -1426,7 +1491,7 @@ impl ScheduleStore for PostgresStore {
             "UPDATE socialpub_deliveries SET checkpoint = $1, updated_at = $2
              WHERE id = $3 AND fence = $4 AND lease_owner IS NOT NULL",
         )
-        .bind(Json(checkpoint))
+        .bind(JsonText(checkpoint))
         .bind(trunc(at))
         .bind(id)
         .bind(fence)
