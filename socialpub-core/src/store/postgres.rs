@@ -453,6 +453,17 @@ impl SealedTokenStore for PostgresStore {
     }
 }
 
+/// A history message as PostgreSQL's `text` can hold it: without U+0000, which becomes
+/// U+FFFD. A message quotes what a platform answered, and that may hold anything; the error
+/// itself keeps its exact text in the delivery's `last_error` document.
+fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// A document bound as `json`: its text, which PostgreSQL only checks. `sqlx::types::Json`
 /// declares `jsonb`, which the server would parse into its binary form and, for a `json`
 /// column, print back to text.
@@ -595,10 +606,10 @@ async fn write_step(
     .bind(d.deadline)
     .bind(d.lease.as_ref().map(|l| l.owner.as_str()))
     .bind(d.lease.as_ref().map(|l| l.expires_at))
-    .bind(d.checkpoint.as_ref().map(Json))
+    .bind(d.checkpoint.as_ref().map(JsonText))
     .bind(d.committed_at)
-    .bind(d.receipt.as_ref().map(Json))
-    .bind(d.last_error.as_ref().map(Json))
+    .bind(d.receipt.as_ref().map(JsonText))
+    .bind(d.last_error.as_ref().map(JsonText))
     .bind(d.had_failure)
     .bind(d.updated_at)
     .bind(&d.tenant)
@@ -608,12 +619,12 @@ async fn write_step(
     .bind(h.map(|h| int("attempt", h.attempt)).transpose()?)
     .bind(h.and_then(|h| h.worker.as_deref()))
     .bind(h.and_then(|h| h.error_kind.map(|k| k.as_str())))
-    .bind(h.and_then(|h| h.message.as_deref()))
+    .bind(h.and_then(|h| h.message.as_deref()).map(pg_text))
     .bind(h.is_some())
     .bind(e.map(|e| e.id))
     .bind(e.map(|e| e.kind.as_str()))
     .bind(e.map(|e| e.at))
-    .bind(e.map(Json))
+    .bind(e.map(JsonText))
     .bind(e.is_some())
     .execute(&mut *conn)
     .await
@@ -641,7 +652,7 @@ async fn insert_history(conn: &mut PgConnection, tenant: &str, h: &HistoryEntry)
     .bind(int("attempt", h.attempt)?)
     .bind(h.worker.as_deref())
     .bind(h.error_kind.map(|k| k.as_str()))
-    .bind(h.message.as_deref())
+    .bind(h.message.as_deref().map(pg_text))
     .execute(&mut *conn)
     .await
     .map_err(db("cannot append a history entry"))?;
@@ -842,49 +853,181 @@ impl Held {
     }
 }
 
-fn delivery_json(d: &Delivery) -> serde_json::Value {
-    serde_json::json!({
-        "id": d.id,
-        "state": d.state.as_str(),
-        "due_at": d.due_at,
-        "run_at": d.run_at,
-        "attempt": d.attempt,
-        "max_attempts": d.max_attempts,
-        "deadline": d.deadline,
-        "lease_owner": d.lease.as_ref().map(|l| l.owner.as_str()),
-        "lease_expires_at": d.lease.as_ref().map(|l| l.expires_at),
-        "checkpoint": d.checkpoint,
-        "committed_at": d.committed_at,
-        "receipt": d.receipt,
-        "last_error": d.last_error,
-        "had_failure": d.had_failure,
-        "updated_at": d.updated_at,
-    })
+/// A statement whose parameters are being bound.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// The columns of `socialpub_deliveries` a state change sets, one array each, bound in this
+/// order: state, run_at, attempt, max_attempts, deadline, lease_owner, lease_expires_at,
+/// checkpoint, committed_at, receipt, last_error, had_failure, updated_at.
+struct StateArrays<'a> {
+    state: Vec<&'static str>,
+    run_at: Vec<Option<DateTime<Utc>>>,
+    attempt: Vec<i32>,
+    max_attempts: Vec<i32>,
+    deadline: Vec<Option<DateTime<Utc>>>,
+    lease_owner: Vec<Option<&'a str>>,
+    lease_expires_at: Vec<Option<DateTime<Utc>>>,
+    checkpoint: Vec<Option<JsonText<&'a serde_json::Value>>>,
+    committed_at: Vec<Option<DateTime<Utc>>>,
+    receipt: Vec<Option<JsonText<&'a Receipt>>>,
+    last_error: Vec<Option<JsonText<&'a DeliveryError>>>,
+    had_failure: Vec<bool>,
+    updated_at: Vec<DateTime<Utc>>,
 }
 
-fn history_json(tenant: &str, h: &HistoryEntry) -> serde_json::Value {
-    serde_json::json!({
-        "delivery_id": h.delivery_id,
-        "tenant": tenant,
-        "at": h.at,
-        "from_state": h.from.map(|s| s.as_str()),
-        "to_state": h.to.as_str(),
-        "attempt": h.attempt,
-        "worker": h.worker,
-        "error_kind": h.error_kind.map(|k| k.as_str()),
-        "message": h.message,
-    })
+impl<'a> StateArrays<'a> {
+    fn with_capacity(n: usize) -> Self {
+        StateArrays {
+            state: Vec::with_capacity(n),
+            run_at: Vec::with_capacity(n),
+            attempt: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            deadline: Vec::with_capacity(n),
+            lease_owner: Vec::with_capacity(n),
+            lease_expires_at: Vec::with_capacity(n),
+            checkpoint: Vec::with_capacity(n),
+            committed_at: Vec::with_capacity(n),
+            receipt: Vec::with_capacity(n),
+            last_error: Vec::with_capacity(n),
+            had_failure: Vec::with_capacity(n),
+            updated_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, d: &'a Delivery) -> Result<()> {
+        self.state.push(d.state.as_str());
+        self.run_at.push(d.run_at);
+        self.attempt.push(int("attempt", d.attempt)?);
+        self.max_attempts.push(int("max_attempts", d.max_attempts)?);
+        self.deadline.push(d.deadline);
+        self.lease_owner
+            .push(d.lease.as_ref().map(|l| l.owner.as_str()));
+        self.lease_expires_at
+            .push(d.lease.as_ref().map(|l| l.expires_at));
+        self.checkpoint.push(d.checkpoint.as_ref().map(JsonText));
+        self.committed_at.push(d.committed_at);
+        self.receipt.push(d.receipt.as_ref().map(JsonText));
+        self.last_error.push(d.last_error.as_ref().map(JsonText));
+        self.had_failure.push(d.had_failure);
+        self.updated_at.push(d.updated_at);
+        Ok(())
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.state)
+            .bind(&self.run_at)
+            .bind(&self.attempt)
+            .bind(&self.max_attempts)
+            .bind(&self.deadline)
+            .bind(&self.lease_owner)
+            .bind(&self.lease_expires_at)
+            .bind(&self.checkpoint)
+            .bind(&self.committed_at)
+            .bind(&self.receipt)
+            .bind(&self.last_error)
+            .bind(&self.had_failure)
+            .bind(&self.updated_at)
+    }
 }
 
-fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::json!({
-        "event_id": e.id,
-        "tenant": e.tenant,
-        "kind": e.kind.as_str(),
-        "delivery_id": e.delivery_id,
-        "at": e.at,
-        "payload": e,
-    })
+/// History rows, one array per column of `socialpub_history`, bound in this order:
+/// delivery_id, tenant, at, from_state, to_state, attempt, worker, error_kind, message.
+struct HistoryArrays<'a> {
+    delivery_id: Vec<Uuid>,
+    tenant: Vec<&'a str>,
+    at: Vec<DateTime<Utc>>,
+    from: Vec<Option<&'static str>>,
+    to: Vec<&'static str>,
+    attempt: Vec<i32>,
+    worker: Vec<Option<&'a str>>,
+    error_kind: Vec<Option<&'static str>>,
+    message: Vec<Option<std::borrow::Cow<'a, str>>>,
+}
+
+impl<'a> HistoryArrays<'a> {
+    fn with_capacity(n: usize) -> Self {
+        HistoryArrays {
+            delivery_id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            from: Vec::with_capacity(n),
+            to: Vec::with_capacity(n),
+            attempt: Vec::with_capacity(n),
+            worker: Vec::with_capacity(n),
+            error_kind: Vec::with_capacity(n),
+            message: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, tenant: &'a str, h: &'a HistoryEntry) -> Result<()> {
+        self.delivery_id.push(h.delivery_id);
+        self.tenant.push(tenant);
+        self.at.push(h.at);
+        self.from.push(h.from.map(|s| s.as_str()));
+        self.to.push(h.to.as_str());
+        self.attempt.push(int("attempt", h.attempt)?);
+        self.worker.push(h.worker.as_deref());
+        self.error_kind.push(h.error_kind.map(|k| k.as_str()));
+        self.message.push(h.message.as_deref().map(pg_text));
+        Ok(())
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.delivery_id)
+            .bind(&self.tenant)
+            .bind(&self.at)
+            .bind(&self.from)
+            .bind(&self.to)
+            .bind(&self.attempt)
+            .bind(&self.worker)
+            .bind(&self.error_kind)
+            .bind(&self.message)
+    }
+}
+
+/// Outbox rows, one array per column of `socialpub_outbox`, bound in this order: event_id,
+/// tenant, kind, delivery_id, at, payload.
+struct EventArrays<'a> {
+    id: Vec<Uuid>,
+    tenant: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    delivery_id: Vec<Option<Uuid>>,
+    at: Vec<DateTime<Utc>>,
+    payload: Vec<JsonText<&'a Event>>,
+}
+
+impl<'a> EventArrays<'a> {
+    fn with_capacity(n: usize) -> Self {
+        EventArrays {
+            id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            delivery_id: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, e: &'a Event) {
+        self.id.push(e.id);
+        self.tenant.push(e.tenant.as_str());
+        self.kind.push(e.kind.as_str());
+        self.delivery_id.push(e.delivery_id);
+        self.at.push(e.at);
+        self.payload.push(JsonText(e));
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.id)
+            .bind(&self.tenant)
+            .bind(&self.kind)
+            .bind(&self.delivery_id)
+            .bind(&self.at)
+            .bind(&self.payload)
+    }
 }
 
 /// Reads the rows `ops` name, each with its version (`xmin`, which every update of a row
@@ -934,163 +1077,90 @@ async fn write_versions<'e>(
     }
     // In id order, so concurrent writers take the row locks in one order.
     planned.sort_unstable_by_key(|p| p.delivery.id);
-    let n = planned.len();
-    let mut d_id = Vec::with_capacity(n);
-    let mut d_version = Vec::with_capacity(n);
-    let mut d_tid = Vec::with_capacity(n);
-    let mut d_state = Vec::with_capacity(n);
-    let mut d_run_at = Vec::with_capacity(n);
-    let mut d_attempt = Vec::with_capacity(n);
-    let mut d_max_attempts = Vec::with_capacity(n);
-    let mut d_deadline = Vec::with_capacity(n);
-    let mut d_lease_owner = Vec::with_capacity(n);
-    let mut d_lease_expires_at = Vec::with_capacity(n);
-    let mut d_checkpoint = Vec::with_capacity(n);
-    let mut d_committed_at = Vec::with_capacity(n);
-    let mut d_receipt = Vec::with_capacity(n);
-    let mut d_last_error = Vec::with_capacity(n);
-    let mut d_had_failure = Vec::with_capacity(n);
-    let mut d_updated_at = Vec::with_capacity(n);
-    let hn: usize = planned.iter().map(|p| p.history.len()).sum();
-    let en: usize = planned.iter().map(|p| p.events.len()).sum();
-    let mut h_delivery = Vec::with_capacity(hn);
-    let mut h_tenant = Vec::with_capacity(hn);
-    let mut h_at = Vec::with_capacity(hn);
-    let mut h_from = Vec::with_capacity(hn);
-    let mut h_to = Vec::with_capacity(hn);
-    let mut h_attempt = Vec::with_capacity(hn);
-    let mut h_worker = Vec::with_capacity(hn);
-    let mut h_kind = Vec::with_capacity(hn);
-    let mut h_message = Vec::with_capacity(hn);
-    let mut e_owner = Vec::with_capacity(en);
-    let mut e_id = Vec::with_capacity(en);
-    let mut e_tenant = Vec::with_capacity(en);
-    let mut e_kind = Vec::with_capacity(en);
-    let mut e_delivery = Vec::with_capacity(en);
-    let mut e_at = Vec::with_capacity(en);
-    let mut e_payload = Vec::with_capacity(en);
-    for p in &planned {
-        let d = &p.delivery;
-        d_id.push(d.id);
-        d_version.push(p.read_with.xmin.as_str());
-        d_tid.push(p.read_with.tid.as_str());
-        d_state.push(d.state.as_str());
-        d_run_at.push(d.run_at);
-        d_attempt.push(int("attempt", d.attempt)?);
-        d_max_attempts.push(int("max_attempts", d.max_attempts)?);
-        d_deadline.push(d.deadline);
-        d_lease_owner.push(d.lease.as_ref().map(|l| l.owner.as_str()));
-        d_lease_expires_at.push(d.lease.as_ref().map(|l| l.expires_at));
-        d_checkpoint.push(d.checkpoint.as_ref().map(JsonText));
-        d_committed_at.push(d.committed_at);
-        d_receipt.push(d.receipt.as_ref().map(JsonText));
-        d_last_error.push(d.last_error.as_ref().map(JsonText));
-        d_had_failure.push(d.had_failure);
-        d_updated_at.push(d.updated_at);
-        for h in &p.history {
-            h_delivery.push(h.delivery_id);
-            h_tenant.push(d.tenant.as_str());
-            h_at.push(h.at);
-            h_from.push(h.from.map(|s| s.as_str()));
-            h_to.push(h.to.as_str());
-            h_attempt.push(int("attempt", h.attempt)?);
-            h_worker.push(h.worker.as_deref());
-            h_kind.push(h.error_kind.map(|k| k.as_str()));
-            h_message.push(h.message.as_deref());
+    // The arrays borrow from `planned`, which the results below take apart.
+    let rows = {
+        let n = planned.len();
+        let hn: usize = planned.iter().map(|p| p.history.len()).sum();
+        let en: usize = planned.iter().map(|p| p.events.len()).sum();
+        let mut id = Vec::with_capacity(n);
+        let mut version = Vec::with_capacity(n);
+        let mut tid = Vec::with_capacity(n);
+        let mut states = StateArrays::with_capacity(n);
+        let mut history = HistoryArrays::with_capacity(hn);
+        let mut owner = Vec::with_capacity(en);
+        let mut events = EventArrays::with_capacity(en);
+        for p in &planned {
+            let d = &p.delivery;
+            id.push(d.id);
+            version.push(p.read_with.xmin.as_str());
+            tid.push(p.read_with.tid.as_str());
+            states.push(d)?;
+            for h in &p.history {
+                history.push(&d.tenant, h)?;
+            }
+            for e in &p.events {
+                owner.push(d.id);
+                events.push(e);
+            }
         }
-        for e in &p.events {
-            e_owner.push(d.id);
-            e_id.push(e.id);
-            e_tenant.push(e.tenant.as_str());
-            e_kind.push(e.kind.as_str());
-            e_delivery.push(e.delivery_id);
-            e_at.push(e.at);
-            e_payload.push(JsonText(e));
-        }
+        let query = sqlx::query(concat!(
+            "WITH u AS (
+                     UPDATE socialpub_deliveries d SET state = j.state,
+                         run_at = j.run_at, attempt = j.attempt, max_attempts = j.max_attempts,
+                         deadline = j.deadline, lease_owner = j.lease_owner,
+                         lease_expires_at = j.lease_expires_at, checkpoint = j.checkpoint,
+                         committed_at = j.committed_at, receipt = j.receipt,
+                         last_error = j.last_error, had_failure = j.had_failure,
+                         updated_at = j.updated_at,
+                         finished_at = CASE WHEN j.state IN ",
+            terminal_states!(),
+            " THEN COALESCE(d.finished_at, j.updated_at) END
+                     FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[],
+                         $4::TIMESTAMPTZ[], $5::INTEGER[], $6::INTEGER[], $7::TIMESTAMPTZ[],
+                         $8::TEXT[], $9::TIMESTAMPTZ[], $10::JSON[], $11::TIMESTAMPTZ[],
+                         $12::JSON[], $13::JSON[], $14::BOOLEAN[], $15::TIMESTAMPTZ[],
+                         $32::TEXT[]::TID[])
+                         AS j(id, row_version, state, run_at, attempt, max_attempts,
+                         deadline, lease_owner, lease_expires_at, checkpoint, committed_at,
+                         receipt, last_error, had_failure, updated_at, row_tid)
+                     WHERE d.ctid = j.row_tid AND d.id = j.id AND d.xmin::TEXT = j.row_version
+                     RETURNING d.id, d.xmin::TEXT AS row_version, d.ctid::TEXT AS row_tid),
+                 hist AS (
+                     INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
+                         attempt, worker, error_kind, message)
+                     SELECT h.delivery_id, h.tenant, h.at, h.from_state, h.to_state, h.attempt,
+                         h.worker, h.error_kind, h.message
+                     FROM UNNEST($16::UUID[], $17::TEXT[], $18::TIMESTAMPTZ[], $19::TEXT[],
+                         $20::TEXT[], $21::INTEGER[], $22::TEXT[], $23::TEXT[], $24::TEXT[])
+                         WITH ORDINALITY AS h(delivery_id, tenant, at, from_state, to_state,
+                         attempt, worker, error_kind, message, n)
+                     WHERE h.delivery_id IN (SELECT id FROM u)
+                     ORDER BY h.n),
+                 ev AS (
+                     INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
+                     SELECT e.event_id, e.tenant, e.kind, e.delivery_id, e.at, e.payload
+                     FROM UNNEST($25::UUID[], $26::UUID[], $27::TEXT[], $28::TEXT[], $29::UUID[],
+                         $30::TIMESTAMPTZ[], $31::JSON[])
+                         WITH ORDINALITY AS e(owner, event_id, tenant, kind, delivery_id, at,
+                         payload, n)
+                     WHERE e.owner IN (SELECT id FROM u)
+                     ORDER BY e.n)
+                 SELECT id, row_version, row_tid FROM u",
+        ))
+        .bind(&id)
+        .bind(&version);
+        let query = events
+            .bind(history.bind(states.bind(query)).bind(&owner))
+            .bind(&tid);
+        query
+            .fetch_all(exec)
+            .await
+            .map_err(db("cannot write deliveries"))?
+    };
+    let mut versions = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        versions.insert(col::<Uuid>(row, "id")?, RowAt::from_row(row)?);
     }
-    let written: Vec<(Uuid, String, String)> = sqlx::query_as(concat!(
-        "WITH u AS (
-                 UPDATE socialpub_deliveries d SET state = j.state,
-                     run_at = j.run_at, attempt = j.attempt, max_attempts = j.max_attempts,
-                     deadline = j.deadline, lease_owner = j.lease_owner,
-                     lease_expires_at = j.lease_expires_at, checkpoint = j.checkpoint,
-                     committed_at = j.committed_at, receipt = j.receipt,
-                     last_error = j.last_error, had_failure = j.had_failure,
-                     updated_at = j.updated_at,
-                     finished_at = CASE WHEN j.state IN ",
-        terminal_states!(),
-        " THEN COALESCE(d.finished_at, j.updated_at) END
-                 FROM UNNEST($1::UUID[], $2::TEXT[], $3::TEXT[],
-                     $4::TIMESTAMPTZ[], $5::INTEGER[], $6::INTEGER[], $7::TIMESTAMPTZ[],
-                     $8::TEXT[], $9::TIMESTAMPTZ[], $10::JSON[], $11::TIMESTAMPTZ[],
-                     $12::JSON[], $13::JSON[], $14::BOOLEAN[], $15::TIMESTAMPTZ[],
-                     $32::TEXT[]::TID[])
-                     AS j(id, row_version, state, run_at, attempt, max_attempts,
-                     deadline, lease_owner, lease_expires_at, checkpoint, committed_at,
-                     receipt, last_error, had_failure, updated_at, row_tid)
-                 WHERE d.ctid = j.row_tid AND d.id = j.id AND d.xmin::TEXT = j.row_version
-                 RETURNING d.id, d.xmin::TEXT AS row_version, d.ctid::TEXT AS row_tid),
-             hist AS (
-                 INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
-                     attempt, worker, error_kind, message)
-                 SELECT h.delivery_id, h.tenant, h.at, h.from_state, h.to_state, h.attempt,
-                     h.worker, h.error_kind, h.message
-                 FROM UNNEST($16::UUID[], $17::TEXT[], $18::TIMESTAMPTZ[], $19::TEXT[],
-                     $20::TEXT[], $21::INTEGER[], $22::TEXT[], $23::TEXT[], $24::TEXT[])
-                     WITH ORDINALITY AS h(delivery_id, tenant, at, from_state, to_state,
-                     attempt, worker, error_kind, message, n)
-                 WHERE h.delivery_id IN (SELECT id FROM u)
-                 ORDER BY h.n),
-             ev AS (
-                 INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-                 SELECT e.event_id, e.tenant, e.kind, e.delivery_id, e.at, e.payload
-                 FROM UNNEST($25::UUID[], $26::UUID[], $27::TEXT[], $28::TEXT[], $29::UUID[],
-                     $30::TIMESTAMPTZ[], $31::JSON[])
-                     WITH ORDINALITY AS e(owner, event_id, tenant, kind, delivery_id, at,
-                     payload, n)
-                 WHERE e.owner IN (SELECT id FROM u)
-                 ORDER BY e.n)
-             SELECT id, row_version, row_tid FROM u",
-    ))
-    .bind(&d_id)
-    .bind(&d_version)
-    .bind(&d_state)
-    .bind(&d_run_at)
-    .bind(&d_attempt)
-    .bind(&d_max_attempts)
-    .bind(&d_deadline)
-    .bind(&d_lease_owner)
-    .bind(&d_lease_expires_at)
-    .bind(&d_checkpoint)
-    .bind(&d_committed_at)
-    .bind(&d_receipt)
-    .bind(&d_last_error)
-    .bind(&d_had_failure)
-    .bind(&d_updated_at)
-    .bind(&h_delivery)
-    .bind(&h_tenant)
-    .bind(&h_at)
-    .bind(&h_from)
-    .bind(&h_to)
-    .bind(&h_attempt)
-    .bind(&h_worker)
-    .bind(&h_kind)
-    .bind(&h_message)
-    .bind(&e_owner)
-    .bind(&e_id)
-    .bind(&e_tenant)
-    .bind(&e_kind)
-    .bind(&e_delivery)
-    .bind(&e_at)
-    .bind(&e_payload)
-    .bind(&d_tid)
-    .fetch_all(exec)
-    .await
-    .map_err(db("cannot write deliveries"))?;
-    let mut versions: std::collections::HashMap<Uuid, RowAt> = written
-        .into_iter()
-        .map(|(id, xmin, tid)| (id, RowAt { tid, xmin }))
-        .collect();
     let mut out = Written::default();
     for p in planned {
         match versions.remove(&p.delivery.id) {
@@ -1168,49 +1238,64 @@ fn refs<T>(items: &[T]) -> Vec<&T> {
 }
 
 /// Inserts deliveries with their first history entries and their events, and wakes other
-/// processes' workers, in one statement (so one transaction and one round trip).
+/// processes' workers, in one statement (so one transaction and one round trip). Values go as
+/// typed arrays, documents as `json` text: PostgreSQL's JSON functions would unescape every
+/// string of a document, and refuse `\u0000`, which a post may hold.
 async fn insert_rows(
     pool: &PgPool,
     channel: &str,
     deliveries: &[&Delivery],
     events: &[&Event],
 ) -> Result<()> {
-    let mut rows = Vec::with_capacity(deliveries.len());
-    let mut history = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        let mut row = delivery_json(d);
-        if let Some(o) = row.as_object_mut() {
-            o.insert("post_id".into(), serde_json::json!(d.post_id));
-            o.insert("tenant".into(), d.tenant.clone().into());
-            o.insert("platform".into(), d.target.platform.as_str().into());
-            o.insert("account_id".into(), d.target.account_id.clone().into());
-            o.insert("post".into(), serde_json::json!(d.post));
-            o.insert("fence".into(), d.fence.into());
-            o.insert("created_at".into(), serde_json::json!(d.created_at));
-        }
-        rows.push(row);
-        history.push(history_json(&d.tenant, &d.inserted_entry()));
+    let n = deliveries.len();
+    let entries: Vec<HistoryEntry> = deliveries.iter().map(|d| d.inserted_entry()).collect();
+    let mut id = Vec::with_capacity(n);
+    let mut post_id = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut platform = Vec::with_capacity(n);
+    let mut account_id = Vec::with_capacity(n);
+    let mut post = Vec::with_capacity(n);
+    let mut due_at = Vec::with_capacity(n);
+    let mut fence = Vec::with_capacity(n);
+    let mut created_at = Vec::with_capacity(n);
+    let mut states = StateArrays::with_capacity(n);
+    let mut history = HistoryArrays::with_capacity(n);
+    let mut outbox = EventArrays::with_capacity(events.len());
+    for (d, h) in deliveries.iter().zip(&entries) {
+        id.push(d.id);
+        post_id.push(d.post_id);
+        tenant.push(d.tenant.as_str());
+        platform.push(d.target.platform.as_str());
+        account_id.push(d.target.account_id.as_str());
+        post.push(JsonText(&*d.post));
+        due_at.push(d.due_at);
+        fence.push(d.fence);
+        created_at.push(d.created_at);
+        states.push(d)?;
+        history.push(&d.tenant, h)?;
     }
-    let events: Vec<_> = events.iter().map(|e| event_json(e)).collect();
-    sqlx::query(concat!(
+    for e in events {
+        outbox.push(e);
+    }
+    let query = sqlx::query(concat!(
         "WITH ins AS (
              INSERT INTO socialpub_deliveries (id, post_id, tenant, platform, account_id,
-                 post, state, due_at, run_at, attempt, max_attempts, deadline, fence,
-                 lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
-                 last_error, had_failure, created_at, updated_at, finished_at)
-             SELECT id, post_id, tenant, platform, account_id, post, state, due_at, run_at,
-                 attempt, max_attempts, deadline, fence, lease_owner, lease_expires_at,
-                 checkpoint, committed_at, receipt, last_error, had_failure, created_at,
-                 updated_at, CASE WHEN state IN ",
+                 post, due_at, fence, created_at, state, run_at, attempt, max_attempts,
+                 deadline, lease_owner, lease_expires_at, checkpoint, committed_at, receipt,
+                 last_error, had_failure, updated_at, finished_at)
+             SELECT j.*, CASE WHEN j.state IN ",
         terminal_states!(),
-        " THEN updated_at END
-             FROM jsonb_to_recordset($1) AS j(id UUID, post_id UUID, tenant TEXT,
-                 platform TEXT, account_id TEXT, post JSON, state TEXT,
-                 due_at TIMESTAMPTZ, run_at TIMESTAMPTZ, attempt INTEGER,
-                 max_attempts INTEGER, deadline TIMESTAMPTZ, fence BIGINT,
-                 lease_owner TEXT, lease_expires_at TIMESTAMPTZ, checkpoint JSON,
-                 committed_at TIMESTAMPTZ, receipt JSON, last_error JSON,
-                 had_failure BOOLEAN, created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ)
+        " THEN j.updated_at END
+             FROM UNNEST($1::UUID[], $2::UUID[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                 $6::JSON[], $7::TIMESTAMPTZ[], $8::BIGINT[], $9::TIMESTAMPTZ[],
+                 $10::TEXT[], $11::TIMESTAMPTZ[], $12::INTEGER[], $13::INTEGER[],
+                 $14::TIMESTAMPTZ[], $15::TEXT[], $16::TIMESTAMPTZ[], $17::JSON[],
+                 $18::TIMESTAMPTZ[], $19::JSON[], $20::JSON[], $21::BOOLEAN[],
+                 $22::TIMESTAMPTZ[])
+                 AS j(id, post_id, tenant, platform, account_id, post, due_at, fence,
+                 created_at, state, run_at, attempt, max_attempts, deadline, lease_owner,
+                 lease_expires_at, checkpoint, committed_at, receipt, last_error, had_failure,
+                 updated_at)
              RETURNING id, tenant, due_at, post_id),
          keys AS (
              INSERT INTO socialpub_delivery_keys (id, tenant, due_at, post_id)
@@ -1218,34 +1303,45 @@ async fn insert_rows(
          hist AS (
              INSERT INTO socialpub_history (delivery_id, tenant, at, from_state, to_state,
                  attempt, worker, error_kind, message)
-             SELECT (v ->> 'delivery_id')::UUID, v ->> 'tenant', (v ->> 'at')::TIMESTAMPTZ,
-                 v ->> 'from_state', v ->> 'to_state', (v ->> 'attempt')::INTEGER,
-                 v ->> 'worker', v ->> 'error_kind', v ->> 'message'
-             FROM jsonb_array_elements($2) WITH ORDINALITY AS h(v, n)
-             ORDER BY n),
+             SELECT h.delivery_id, h.tenant, h.at, h.from_state, h.to_state, h.attempt,
+                 h.worker, h.error_kind, h.message
+             FROM UNNEST($23::UUID[], $24::TEXT[], $25::TIMESTAMPTZ[], $26::TEXT[],
+                 $27::TEXT[], $28::INTEGER[], $29::TEXT[], $30::TEXT[], $31::TEXT[])
+                 WITH ORDINALITY AS h(delivery_id, tenant, at, from_state, to_state, attempt,
+                 worker, error_kind, message, n)
+             ORDER BY h.n),
          ev AS (
              INSERT INTO socialpub_outbox (event_id, tenant, kind, delivery_id, at, payload)
-             SELECT (v ->> 'event_id')::UUID, v ->> 'tenant', v ->> 'kind',
-                 (v ->> 'delivery_id')::UUID, (v ->> 'at')::TIMESTAMPTZ, v -> 'payload'
-             FROM jsonb_array_elements($3) WITH ORDINALITY AS e(v, n)
-             ORDER BY n)
-         SELECT pg_notify($4, '') FROM (SELECT count(*) FROM ins) c",
+             SELECT e.event_id, e.tenant, e.kind, e.delivery_id, e.at, e.payload
+             FROM UNNEST($32::UUID[], $33::TEXT[], $34::TEXT[], $35::UUID[],
+                 $36::TIMESTAMPTZ[], $37::JSON[])
+                 WITH ORDINALITY AS e(event_id, tenant, kind, delivery_id, at, payload, n)
+             ORDER BY e.n)
+         SELECT pg_notify($38, '') FROM (SELECT count(*) FROM ins) c",
     ))
-    .bind(Json(&rows))
-    .bind(Json(&history))
-    .bind(Json(&events))
-    .bind(channel)
-    .execute(pool)
-    .await
-    .map_err(|e| {
-        if e.as_database_error()
-            .is_some_and(|d| d.is_unique_violation())
-        {
-            Error::invalid_input("a delivery with one of these ids already exists")
-        } else {
-            Error::storage(format!("cannot insert deliveries: {e}"), e)
-        }
-    })?;
+    .bind(&id)
+    .bind(&post_id)
+    .bind(&tenant)
+    .bind(&platform)
+    .bind(&account_id)
+    .bind(&post)
+    .bind(&due_at)
+    .bind(&fence)
+    .bind(&created_at);
+    outbox
+        .bind(history.bind(states.bind(query)))
+        .bind(channel)
+        .execute(pool)
+        .await
+        .map_err(|e| {
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation())
+            {
+                Error::invalid_input("a delivery with one of these ids already exists")
+            } else {
+                Error::storage(format!("cannot insert deliveries: {e}"), e)
+            }
+        })?;
     Ok(())
 }
 
