@@ -492,6 +492,27 @@ async fn invalid_posts_fail_without_a_request() {
         .await
         .expect_err("a target twice is refused");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = engine
+        .schedule("ten\0ant", &post("fine", &["1"]), rig.now())
+        .await
+        .expect_err("a tenant with a control character is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("control character"), "{err}");
+    for account in ["", "a\0b", "line\nbreak"] {
+        let err = engine
+            .schedule(TENANT, &post("fine", &[account]), rig.now())
+            .await
+            .expect_err("an empty account id or one with a control character is refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{account:?}");
+    }
+    assert!(
+        rig.store
+            .list(&DeliveryFilter::tenant(TENANT))
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing refused was stored"
+    );
 
     // A delivery stored before the rules changed is failed by the worker, with no request.
     let p = post("bad #invalid", &["1"]);

@@ -93,8 +93,9 @@ impl ScheduleOptions {
 #[async_trait]
 pub trait Scheduler: Send + Sync {
     /// Schedules `post` for `at` (now if past): one delivery per target, inserted atomically.
-    /// Fails with [`ErrorKind::InvalidInput`] when the post has no target or a target twice,
-    /// and with [`ErrorKind::Validation`] when a registered publisher rejects it.
+    /// Fails with [`ErrorKind::InvalidInput`] when the tenant or an account id is empty or
+    /// holds a control character, or the post has no target or a target twice, and with
+    /// [`ErrorKind::Validation`] when a registered publisher rejects it.
     async fn schedule(
         &self,
         tenant: &str,
@@ -635,10 +636,21 @@ impl Scheduler for Engine {
         if tenant.is_empty() {
             return Err(Error::invalid_input("the tenant is empty"));
         }
+        // Ids are keys in every store; PostgreSQL's text cannot even hold U+0000.
+        if tenant.chars().any(char::is_control) {
+            return Err(Error::invalid_input("the tenant holds a control character"));
+        }
         if post.targets.is_empty() {
             return Err(Error::invalid_input("the post has no target"));
         }
         for (i, t) in post.targets.iter().enumerate() {
+            if t.account_id.is_empty() || t.account_id.chars().any(char::is_control) {
+                return Err(Error::invalid_input(format!(
+                    "the {} account id of target {} is empty or holds a control character",
+                    t.platform,
+                    i + 1
+                )));
+            }
             if post.targets[..i].contains(t) {
                 return Err(Error::invalid_input(format!(
                     "the post targets {}/{} twice",
