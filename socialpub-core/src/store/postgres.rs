@@ -1,7 +1,7 @@
 //! [`PostgresStore`]: deliveries and sealed tokens in PostgreSQL (feature `postgres`), for many
 //! workers in many processes on many machines.
 //!
-//! A claim is one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …`
+//! A claim is one `UPDATE … WHERE ctid = ANY(ARRAY(SELECT … FOR UPDATE SKIP LOCKED LIMIT n))`
 //! statement over a partial index holding only due, unleased rows: workers never wait on each
 //! other's rows and claiming stays flat as finished and future rows pile up. Every other state
 //! change is one transaction that also appends its history row and outbox event. Scheduling a
