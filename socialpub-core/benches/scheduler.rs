@@ -609,7 +609,7 @@ fn graphile(n: usize) {
             .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         {
             Some(v) => println!(
-                "| drain | graphile-worker 0.18.0 ({mode}, concurrency 10) | {n} | {}/s | {} s | bulk insert {}/s | machine {} |",
+                "| drain | graphile-worker 0.18.0 ({mode}, concurrency 10) | {n} | {}/s | {} s | bulk insert {}/s | machine {} | autovacuums of its jobs table during the drain: {} |",
                 v["drain_per_s"],
                 v["drain_s"],
                 v["enqueue_per_s"],
@@ -617,7 +617,10 @@ fn graphile(n: usize) {
                     .as_f64()
                     .map_or("CPU not measured".to_owned(), |c| format!(
                         "{c:.1} µs CPU each"
-                    ))
+                    )),
+                v["jobs_autovacuums"]
+                    .as_i64()
+                    .map_or("not counted".to_owned(), |c| c.to_string())
             ),
             None => println!(
                 "graphile-worker {mode} failed: {}",
