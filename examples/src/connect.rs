@@ -17,7 +17,9 @@ use tokio::sync::oneshot;
 use url::Url;
 
 use crate::app::App;
-use crate::platforms::Connected;
+use socialpub_core::auth::ConnectedAccount;
+
+use crate::platforms::DISPLAY_NAME;
 
 /// How long to wait for the user to come back. Pending authorizations expire after 10 minutes.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -44,13 +46,13 @@ pub async fn bind(port: u16) -> Result<TcpListener> {
 
 /// Connects an account of `platform` for the app's tenant: starts the authorization, hands its
 /// URL to `open` (which opens a browser or prints it), serves the callback on `listener`,
-/// then exchanges the code and stores the token encrypted. Returns the account connected.
+/// then exchanges the code and stores the tokens encrypted. Returns the accounts connected.
 pub async fn connect(
     app: &App,
     platform: Platform,
     listener: TcpListener,
     open: impl FnOnce(&Url),
-) -> Result<Connected> {
+) -> Result<Vec<ConnectedAccount>> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("the callback listener has no address: {e}")))?;
@@ -99,10 +101,22 @@ pub async fn connect(
         }
         Ok(Ok(Ok(pair))) => pair,
     };
-    let connected = connector.complete(&code, &state).await?;
-    app.tokens.connect(&connected.key, &connected.token).await?;
-    tracing::info!(account = %connected.key, "account connected; token stored encrypted");
-    Ok(connected)
+    let accounts = connector.complete(&code, &state).await?;
+    keep(app, &accounts).await?;
+    Ok(accounts)
+}
+
+/// Stores the tokens of newly connected accounts, sealed, with their display names.
+pub async fn keep(app: &App, accounts: &[ConnectedAccount]) -> Result<()> {
+    for account in accounts {
+        let mut token = account.token.clone();
+        token
+            .extras
+            .insert(DISPLAY_NAME.to_owned(), serde_json::json!(account.name));
+        app.tokens.connect(&account.key, &token).await?;
+        tracing::info!(account = %account.key, "account connected; token stored encrypted");
+    }
+    Ok(())
 }
 
 async fn callback(

@@ -405,15 +405,21 @@ pub async fn connect_through_mock(
             "the {platform} mock redirected without a code"
         )));
     };
-    let connected = connector.complete(&code, &state).await?;
-    app.tokens.connect(&connected.key, &connected.token).await?;
+    let accounts = connector.complete(&code, &state).await?;
+    crate::connect::keep(app, &accounts).await?;
     if let Some(out) = out {
-        out.line(format!(
-            "▸ connected {platform} account {} ({}) by OAuth; token sealed in the store",
-            connected.key.account_id, connected.name
-        ));
+        for a in &accounts {
+            out.line(format!(
+                "▸ connected {platform} account {} ({}) by OAuth; token sealed in the store",
+                a.key.account_id, a.name
+            ));
+        }
     }
-    Ok(connected.key)
+    accounts
+        .into_iter()
+        .next()
+        .map(|a| a.key)
+        .ok_or_else(|| Error::internal(format!("the {platform} mock connected no account")))
 }
 
 struct DemoMedia {

@@ -149,7 +149,7 @@ async fn run(cli: Cli) -> Result<bool> {
             no_browser,
         } => {
             let listener = connect::bind(config.callback_port).await?;
-            let connected = connect::connect(&app, platform, listener, |url| {
+            let accounts = connect::connect(&app, platform, listener, |url| {
                 if no_browser {
                     println!("Open this URL to connect the account:\n\n  {url}\n");
                 } else {
@@ -157,10 +157,12 @@ async fn run(cli: Cli) -> Result<bool> {
                 }
             })
             .await?;
-            println!(
-                "connected {} {} ({}); its token is stored encrypted",
-                connected.key.platform, connected.key.account_id, connected.name
-            );
+            for a in &accounts {
+                println!(
+                    "connected {} {} ({}); its token is stored encrypted",
+                    a.key.platform, a.key.account_id, a.name
+                );
+            }
             true
         }
         Command::Accounts => commands::accounts(&app).await.map(|()| true)?,

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
-use socialpub_core::auth::oauth::AuthorizationRequest;
-use socialpub_core::auth::{AccountKey, Token, TokenRefresher};
+use secrecy::SecretString;
+use socialpub_core::auth::{AccountKey, Connector, Token, TokenRefresher};
 use socialpub_core::{Error, Platform, Publisher, Result};
 use socialpub_x::{XConfig, XConnector, XPublisher};
 use socialpub_youtube::{YouTubeConfig, YouTubeConnector, YouTubePublisher};
@@ -17,6 +16,86 @@ use crate::config::{Config, Credentials};
 
 /// The platforms this app supports, in display order.
 pub const SUPPORTED: [Platform; 2] = [Platform::X, Platform::YouTube];
+
+/// The token extra the app keeps an account's display name in.
+pub const DISPLAY_NAME: &str = "display_name";
+
+/// One adapter, built: its publisher and its connector (which is also its token refresher).
+struct Adapter {
+    publisher: Arc<dyn Publisher>,
+    connector: Arc<dyn Connector>,
+}
+
+/// What an adapter is built from: the app's credentials, endpoint overrides, callback, client.
+struct Settings<'a> {
+    credentials: &'a Credentials,
+    endpoints: Option<&'a Endpoints>,
+    redirect_uri: &'a Url,
+    http: &'a reqwest::Client,
+    chunk_size: Option<usize>,
+}
+
+/// Builds one adapter from the app's settings.
+type BuildAdapter = fn(&Settings<'_>) -> Result<Adapter>;
+
+/// Every adapter this app has, by platform: the one place that names the adapter crates.
+const ADAPTERS: [(Platform, BuildAdapter); 2] = [
+    (Platform::X, x_adapter),
+    (Platform::YouTube, youtube_adapter),
+];
+
+fn x_adapter(s: &Settings<'_>) -> Result<Adapter> {
+    let mut b = XConfig::builder()
+        .client_id(s.credentials.client_id.clone())
+        .redirect_uri(s.redirect_uri.as_str())
+        .http_client(s.http.clone());
+    if let Some(secret) = &s.credentials.client_secret {
+        b = b.client_secret(secret.clone());
+    }
+    if let Some(e) = s.endpoints {
+        b = b
+            .api_base(e.api_base.clone())
+            .authorize_url(e.authorize_url.clone())
+            .token_url(e.token_url.clone())
+            .revoke_url(e.revoke_url.clone())
+            .web_base(e.api_base.clone());
+    }
+    if let Some(n) = s.chunk_size {
+        b = b.chunk_size(n.clamp(1, 4 * 1024 * 1024));
+    }
+    let config = b.build()?;
+    Ok(Adapter {
+        connector: Arc::new(XConnector::new(&config)?),
+        publisher: Arc::new(XPublisher::new(config)),
+    })
+}
+
+fn youtube_adapter(s: &Settings<'_>) -> Result<Adapter> {
+    let mut b = YouTubeConfig::builder()
+        .client_id(s.credentials.client_id.clone())
+        .redirect_uri(s.redirect_uri.as_str())
+        .http_client(s.http.clone());
+    if let Some(secret) = &s.credentials.client_secret {
+        b = b.client_secret(secret.clone());
+    }
+    if let Some(e) = s.endpoints {
+        b = b
+            .api_base(e.api_base.clone())
+            .upload_base(e.api_base.clone())
+            .authorize_url(e.authorize_url.clone())
+            .token_url(e.token_url.clone())
+            .revoke_url(e.revoke_url.clone());
+    }
+    if let Some(n) = s.chunk_size {
+        let granule = socialpub_youtube::CHUNK_GRANULARITY;
+        b = b.chunk_size((n / granule).max(1) * granule);
+    }
+    let config = b.build()?;
+    Ok(Adapter {
+        connector: Arc::new(YouTubeConnector::new(&config)?),
+        publisher: Arc::new(YouTubePublisher::new(config)),
+    })
+}
 
 /// Where a platform's endpoints are, when not at the platform itself (a mock).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,179 +189,67 @@ impl Platforms {
 
     /// The publishers of every configured platform.
     pub fn publishers(&self) -> Result<Vec<Arc<dyn Publisher>>> {
-        let mut out: Vec<Arc<dyn Publisher>> = Vec::new();
-        for p in self.configured() {
-            out.push(match p {
-                Platform::X => Arc::new(XPublisher::new(self.x_config(&self.redirect_uri)?)),
-                Platform::YouTube => Arc::new(YouTubePublisher::new(
-                    self.youtube_config(&self.redirect_uri)?,
-                )),
-                other => return Err(unsupported(other)),
-            });
-        }
-        Ok(out)
+        self.configured()
+            .map(|p| Ok(self.adapter(p, &self.redirect_uri)?.publisher))
+            .collect()
     }
 
-    /// The token refreshers of every configured platform.
+    /// The token refreshers (the connectors) of every configured platform.
     pub fn refreshers(&self) -> Result<Vec<Arc<dyn TokenRefresher>>> {
-        let mut out: Vec<Arc<dyn TokenRefresher>> = Vec::new();
-        for p in self.configured() {
-            out.push(match self.connector(p, &self.redirect_uri)? {
-                Connector::X(c) => c.refresher(),
-                Connector::YouTube(c) => Arc::new(*c),
-            });
-        }
-        Ok(out)
+        self.configured()
+            .map(|p| {
+                let refresher: Arc<dyn TokenRefresher> =
+                    self.adapter(p, &self.redirect_uri)?.connector;
+                Ok(refresher)
+            })
+            .collect()
     }
 
     /// The OAuth connector of `platform`, sending users back to `redirect_uri`.
-    pub fn connector(&self, platform: Platform, redirect_uri: &Url) -> Result<Connector> {
-        match platform {
-            Platform::X => Ok(Connector::X(XConnector::new(
-                &self.x_config(redirect_uri)?,
-            )?)),
-            Platform::YouTube => Ok(Connector::YouTube(Box::new(YouTubeConnector::new(
-                &self.youtube_config(redirect_uri)?,
-            )?))),
-            other => Err(unsupported(other)),
-        }
+    pub fn connector(&self, platform: Platform, redirect_uri: &Url) -> Result<Arc<dyn Connector>> {
+        Ok(self.adapter(platform, redirect_uri)?.connector)
     }
 
-    fn credentials(&self, platform: Platform) -> Result<&Credentials> {
-        self.credentials.get(&platform).ok_or_else(|| {
+    fn adapter(&self, platform: Platform, redirect_uri: &Url) -> Result<Adapter> {
+        let build = ADAPTERS
+            .iter()
+            .find(|(p, _)| *p == platform)
+            .map(|(_, build)| build)
+            .ok_or_else(|| unsupported(platform))?;
+        let credentials = self.credentials.get(&platform).ok_or_else(|| {
             let upper = platform.as_str().to_ascii_uppercase();
             Error::configuration(format!(
                 "no credentials for {platform}: set SOCIALPUB_{upper}_CLIENT_ID (and \
                  SOCIALPUB_{upper}_CLIENT_SECRET)"
             ))
             .with_platform(platform)
+        })?;
+        build(&Settings {
+            credentials,
+            endpoints: self.endpoints.get(&platform),
+            redirect_uri,
+            http: &self.http,
+            chunk_size: self.chunk_size,
         })
-    }
-
-    fn x_config(&self, redirect_uri: &Url) -> Result<XConfig> {
-        let c = self.credentials(Platform::X)?;
-        let mut b = XConfig::builder(c.client_id.clone())
-            .redirect_uri(redirect_uri.as_str())
-            .http_client(self.http.clone());
-        if let Some(s) = &c.client_secret {
-            b = b.client_secret(s.clone());
-        }
-        if let Some(e) = self.endpoints.get(&Platform::X) {
-            b = b
-                .api_base(e.api_base.clone())
-                .authorize_url(e.authorize_url.clone())
-                .token_url(e.token_url.clone())
-                .revoke_url(e.revoke_url.clone())
-                .web_base(e.api_base.clone());
-        }
-        if let Some(n) = self.chunk_size {
-            b = b.chunk_size(n.clamp(1, 4 * 1024 * 1024));
-        }
-        b.build()
-    }
-
-    fn youtube_config(&self, redirect_uri: &Url) -> Result<YouTubeConfig> {
-        let c = self.credentials(Platform::YouTube)?;
-        let mut b = YouTubeConfig::builder()
-            .client_id(c.client_id.clone())
-            .redirect_uri(redirect_uri.as_str())
-            .http_client(self.http.clone());
-        if let Some(s) = &c.client_secret {
-            b = b.client_secret(s.expose_secret().to_owned());
-        }
-        if let Some(e) = self.endpoints.get(&Platform::YouTube) {
-            b = b
-                .api_base(e.api_base.clone())
-                .upload_base(e.api_base.clone())
-                .authorize_url(e.authorize_url.clone())
-                .token_url(e.token_url.clone())
-                .revoke_url(e.revoke_url.clone());
-        }
-        if let Some(n) = self.chunk_size {
-            let granule = socialpub_youtube::CHUNK_GRANULARITY;
-            b = b.chunk_size((n / granule).max(1) * granule);
-        }
-        b.build()
     }
 }
 
 fn unsupported(platform: Platform) -> Error {
+    let names: Vec<&str> = SUPPORTED.iter().map(|p| p.as_str()).collect();
     Error::unsupported(format!(
-        "this app has no adapter for {platform}; it supports x and youtube"
+        "this app has no adapter for {platform}; it supports {}",
+        names.join(" and ")
     ))
     .with_platform(platform)
 }
 
-/// One platform's OAuth connector.
-#[derive(Debug)]
-pub enum Connector {
-    /// X.
-    X(XConnector),
-    /// YouTube.
-    YouTube(Box<YouTubeConnector>),
-}
-
-/// A newly connected account: its key, its token, and a name to show.
-#[derive(Debug)]
-pub struct Connected {
-    /// The account.
-    pub key: AccountKey,
-    /// Its token (store it; never print it).
-    pub token: Token,
-    /// A human-readable name (`@handle`, a channel title).
-    pub name: String,
-}
-
-impl Connector {
-    /// Starts an authorization for `tenant`.
-    pub async fn authorize(&self, tenant: &str) -> Result<AuthorizationRequest> {
-        match self {
-            Connector::X(c) => c.authorize(tenant).await,
-            Connector::YouTube(c) => c.authorize(tenant).await,
-        }
-    }
-
-    /// Completes it with the callback's `code` and `state`.
-    pub async fn complete(&self, code: &str, state: &str) -> Result<Connected> {
-        match self {
-            Connector::X(c) => {
-                let done = c.complete(code, state).await?;
-                Ok(Connected {
-                    name: format!("@{}", done.username),
-                    key: done.key,
-                    token: done.token,
-                })
-            }
-            Connector::YouTube(c) => {
-                let done = c.complete(code, state).await?;
-                Ok(Connected {
-                    name: done
-                        .channel
-                        .title
-                        .clone()
-                        .unwrap_or_else(|| done.channel.id.clone()),
-                    key: done.account,
-                    token: done.token,
-                })
-            }
-        }
-    }
-}
-
-/// A name to show for an account, from the non-secret extras its token carries.
+/// A name to show for an account: the one kept when it connected, else its id.
 pub fn display_name(key: &AccountKey, token: Option<&Token>) -> String {
-    let extra = |k: &str| {
-        token
-            .and_then(|t| t.extras.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    match key.platform {
-        Platform::X => extra("username").map(|u| format!("@{u}")),
-        Platform::YouTube => extra("channel_title"),
-        _ => None,
-    }
-    .unwrap_or_else(|| key.account_id.clone())
+    token
+        .and_then(|t| t.extras.get(DISPLAY_NAME))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| key.account_id.clone())
 }
 
 /// Credentials from plain strings (the demo's mock apps).

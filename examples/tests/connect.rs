@@ -106,7 +106,8 @@ async fn connect_completes_through_the_callback_and_stores_the_token_encrypted()
     browser.await.expect("browser");
 
     let account = AccountKey::new("acme", Platform::X, mock::USER_ID);
-    assert_eq!(connected.key, account);
+    assert_eq!(connected.len(), 1);
+    assert_eq!(connected[0].key, account);
     let token = app
         .tokens
         .store()

@@ -10,8 +10,13 @@ use crate::error::{Error, Result};
 use crate::post::MediaKind;
 
 /// A social platform socialpub can publish to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// The platforms with an adapter in this workspace have a variant each. Any other platform is
+/// named by an id of its own, without editing this crate: [`Platform::custom`] in a constant
+/// (`const MASTODON: Platform = Platform::custom("mastodon");`), or [`Platform::other`] at run
+/// time. Ids are lowercase ASCII letters, digits, `-` and `_`, 1 to 32 long; every platform
+/// is stored and configured by its id ([`Platform::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Platform {
     /// Pinterest (pins on boards).
@@ -21,20 +26,66 @@ pub enum Platform {
     /// Instagram professional accounts.
     Instagram,
     /// YouTube channels.
-    #[serde(rename = "youtube")]
     YouTube,
     /// X (formerly Twitter).
     X,
     /// LinkedIn members and organizations.
-    #[serde(rename = "linkedin")]
     LinkedIn,
     /// TikTok.
-    #[serde(rename = "tiktok")]
     TikTok,
+    /// A platform without an adapter here, by its id.
+    Other(CustomPlatform),
+}
+
+/// The id of a platform without a variant of its own in [`Platform`]: build one with
+/// [`Platform::custom`] or [`Platform::other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomPlatform(&'static str);
+
+impl CustomPlatform {
+    /// The id.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Most distinct custom ids a process interns from run-time strings: each is kept for the
+/// life of the process, so ids read from untrusted data cannot grow memory without bound.
+const MAX_INTERNED: usize = 256;
+
+const fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    if b.is_empty() || b.len() > 32 {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl Platform {
-    /// Every platform, in a stable order.
+    /// Every platform with an adapter in this workspace, in a stable order.
     pub const ALL: [Platform; 7] = [
         Platform::Pinterest,
         Platform::Facebook,
@@ -45,8 +96,52 @@ impl Platform {
         Platform::TikTok,
     ];
 
+    /// The platform `id`, for a platform without a variant here, usable in constants.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not a valid id (see [`Platform`]) or is the id of a platform with a variant
+    /// (use the variant). In a constant, that is a compile error.
+    ///
+    /// ```
+    /// use socialpub_core::Platform;
+    ///
+    /// const MASTODON: Platform = Platform::custom("mastodon");
+    /// assert_eq!(MASTODON.as_str(), "mastodon");
+    /// assert_eq!("mastodon".parse::<Platform>().ok(), Some(MASTODON));
+    /// ```
+    pub const fn custom(id: &'static str) -> Platform {
+        assert!(
+            valid_id(id),
+            "a platform id is 1 to 32 lowercase ASCII letters, digits, `-` or `_`"
+        );
+        let mut i = 0;
+        while i < Platform::ALL.len() {
+            assert!(
+                !same(Platform::ALL[i].as_str(), id),
+                "this platform has a variant of its own"
+            );
+            i += 1;
+        }
+        Platform::Other(CustomPlatform(id))
+    }
+
+    /// The platform whose id is `id`: a variant for the platforms that have one, else a
+    /// custom platform. Fails with [`crate::ErrorKind::InvalidInput`] for an invalid id.
+    pub fn other(id: &str) -> Result<Platform> {
+        if let Some(p) = Platform::ALL.into_iter().find(|p| p.as_str() == id) {
+            return Ok(p);
+        }
+        if !valid_id(id) {
+            return Err(Error::invalid_input(format!(
+                "`{id}` is not a platform id: 1 to 32 lowercase ASCII letters, digits, `-` or `_`"
+            )));
+        }
+        intern(id).map(|id| Platform::Other(CustomPlatform(id)))
+    }
+
     /// The stable lowercase id used in storage and configuration (`x`, `youtube`, …).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Platform::Pinterest => "pinterest",
             Platform::Facebook => "facebook",
@@ -55,8 +150,31 @@ impl Platform {
             Platform::X => "x",
             Platform::LinkedIn => "linkedin",
             Platform::TikTok => "tiktok",
+            Platform::Other(c) => c.0,
         }
     }
+}
+
+fn intern(id: &str) -> Result<&'static str> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static IDS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut ids = IDS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = ids.get(id) {
+        return Ok(known);
+    }
+    if ids.len() >= MAX_INTERNED {
+        return Err(Error::invalid_input(format!(
+            "unknown platform `{id}`: this process already knows {MAX_INTERNED} custom platforms"
+        )));
+    }
+    // Kept for the life of the process, so a `Platform` stays `Copy`; bounded above.
+    let leaked: &'static str = Box::leak(id.to_owned().into_boxed_str());
+    ids.insert(leaked);
+    Ok(leaked)
 }
 
 impl fmt::Display for Platform {
@@ -68,17 +186,34 @@ impl fmt::Display for Platform {
 impl FromStr for Platform {
     type Err = Error;
 
+    /// Parses an id, case-insensitively, with the aliases `twitter` and `yt`; any other valid
+    /// id is a custom platform.
     fn from_str(s: &str) -> Result<Self> {
         let lower = s.trim().to_ascii_lowercase();
-        Platform::ALL
-            .into_iter()
-            .find(|p| p.as_str() == lower)
-            .or(match lower.as_str() {
-                "twitter" => Some(Platform::X),
-                "yt" => Some(Platform::YouTube),
-                _ => None,
-            })
-            .ok_or_else(|| Error::invalid_input(format!("unknown platform `{s}`")))
+        match lower.as_str() {
+            "twitter" => Ok(Platform::X),
+            "yt" => Ok(Platform::YouTube),
+            _ => Platform::other(&lower)
+                .map_err(|_| Error::invalid_input(format!("unknown platform `{s}`"))),
+        }
+    }
+}
+
+impl Serialize for Platform {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -290,7 +425,24 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", p.as_str()));
             assert_eq!(serde_json::from_str::<Platform>(&json).ok(), Some(p));
         }
-        assert!("myspace".parse::<Platform>().is_err());
+        assert!("my space".parse::<Platform>().is_err());
+        assert!("".parse::<Platform>().is_err());
+        assert_eq!("Twitter".parse::<Platform>().ok(), Some(Platform::X));
+    }
+
+    #[test]
+    fn custom_platforms() {
+        const TOY: Platform = Platform::custom("toy-net");
+        let parsed: Platform = "Toy-Net".parse().expect("a custom id");
+        assert_eq!(parsed, TOY);
+        assert_eq!(parsed.to_string(), "toy-net");
+        let json = serde_json::to_string(&TOY).expect("ser");
+        assert_eq!(json, "\"toy-net\"");
+        assert_eq!(serde_json::from_str::<Platform>(&json).ok(), Some(TOY));
+        assert_eq!(Platform::other("x").ok(), Some(Platform::X));
+        assert!(Platform::other("UPPER").is_err());
+        assert!(Platform::other(&"a".repeat(33)).is_err());
+        assert!(std::panic::catch_unwind(|| Platform::custom("youtube")).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use socialpub_core::auth::{
     AccessTokens, AccountKey, EncryptedTokenStore, EncryptionKey, KeyRing, MemorySealedStore,
     MemoryTokenStore, StaticToken, Token, TokenManager, TokenStore,
 };
+use socialpub_core::http::{ApiClient, GenericDialect};
 use socialpub_core::testkit::conformance::{
     assert_debug_hides, assert_error_hides, token_store_suite,
 };
@@ -33,7 +34,10 @@ fn oauth(server: &MockServer) -> OAuthClient {
     .with_client_secret(SecretString::from(CLIENT_SECRET))
     .with_client_auth(ClientAuth::BasicHeader)
     .with_revoke_url(Url::parse(&format!("{}/revoke", server.uri())).expect("url"));
-    OAuthClient::new(config, reqwest::Client::new())
+    OAuthClient::new(
+        config,
+        ApiClient::new(GenericDialect(Platform::X), reqwest::Client::new()),
+    )
 }
 
 fn key() -> AccountKey {

@@ -1,4 +1,5 @@
-//! X's error answers mapped to socialpub's [`ErrorKind`]s.
+//! X's error answers, read as socialpub's [`ErrorKind`]s: the [`XDialect`] the API client
+//! speaks.
 //!
 //! X answers errors in two shapes: RFC 7807 problem JSON (`type`, `title`, `detail`, `status`,
 //! plus `reason`, `period`, `scope` on some types), and the older `{"errors":[{"code":88,
@@ -9,8 +10,8 @@
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use socialpub_core::http::{RateLimit, kind_for_status, request_id};
-use socialpub_core::{Error, ErrorKind, Platform};
+use socialpub_core::http::{Classified, Dialect, RateLimit, RawAnswer, Window, header_str};
+use socialpub_core::{ErrorKind, Platform};
 
 /// The detail X sends for a post whose text repeats a recent one.
 const DUPLICATE_MARK: &str = "duplicate content";
@@ -29,13 +30,13 @@ fn text_of(json: &Value, key: &str) -> Option<String> {
     json.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Maps an X error answer to an [`Error`]: the class, the platform's code (problem type, legacy
-/// numeric code, or `reason`), the request id, the (redacted) body, and for rate limits when to
-/// retry.
+/// How X speaks HTTP: its two error shapes, `x-transaction-id`, and its rate-limit headers
+/// (`x-rate-limit-*` per endpoint and 15 minutes, `x-user-limit-24hour-*` and
+/// `x-app-limit-24hour-*` on posting, resets in epoch seconds).
 ///
-/// - 401 is [`ErrorKind::Unauthorized`] (the caller refreshes once).
-/// - 429 and legacy code 88 are [`ErrorKind::RateLimited`], waiting until the exhausted
-///   `x-rate-limit-*` (or 24-hour) window resets, or as `retry-after` says.
+/// - 401 is [`ErrorKind::Unauthorized`] (the client refreshes once).
+/// - 429 and legacy code 88 are [`ErrorKind::RateLimited`], waiting until the exhausted window
+///   resets, or as `retry-after` says.
 /// - `usage-capped` is [`ErrorKind::RateLimited`] with a retry time at the end of its period
 ///   (daily or monthly): nothing helps before then.
 /// - duplicate content (403, legacy 187) is [`ErrorKind::Platform`] with code
@@ -43,81 +44,102 @@ fn text_of(json: &Value, key: &str) -> Option<String> {
 /// - `client-forbidden` (and `unsupported-authentication`, legacy 261/453) is
 ///   [`ErrorKind::Configuration`]: the app, not the post, must change.
 /// - 5xx and 408 are [`ErrorKind::Transient`]; other 4xx are [`ErrorKind::Platform`].
-pub fn classify(status: u16, headers: &HeaderMap, body: &str, operation: &'static str) -> Error {
-    let now = Utc::now();
-    let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let first_error = json
-        .get("errors")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .cloned()
-        .unwrap_or(Value::Null);
-    let ptype = problem_type(&json).or_else(|| problem_type(&first_error));
-    let legacy_code = first_error.get("code").and_then(Value::as_i64);
-    let detail = text_of(&json, "detail")
-        .or_else(|| text_of(&first_error, "detail"))
-        .or_else(|| text_of(&first_error, "message"))
-        .or_else(|| text_of(&json, "title"))
-        .unwrap_or_default();
-    let title = text_of(&json, "title").or_else(|| text_of(&first_error, "title"));
-    let reason = text_of(&json, "reason");
-    let duplicate =
-        detail.to_ascii_lowercase().contains(DUPLICATE_MARK) || legacy_code == Some(187);
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XDialect;
 
-    let mut code: Option<String> = None;
-    let kind = match (ptype.as_deref(), legacy_code) {
-        _ if duplicate => {
-            code = Some("duplicate-content".to_owned());
-            ErrorKind::Platform
-        }
-        (Some("usage-capped"), _) => ErrorKind::RateLimited,
-        (Some("rate-limit-exceeded"), _) | (_, Some(88)) => ErrorKind::RateLimited,
-        (Some("client-forbidden" | "unsupported-authentication"), _) | (_, Some(261 | 453)) => {
-            ErrorKind::Configuration
-        }
-        (_, Some(32 | 89)) => ErrorKind::Unauthorized,
-        (Some("internal-error"), _) => ErrorKind::Transient,
-        _ => kind_for_status(status),
-    };
-    let code = code
-        .or(reason.clone())
-        .or(ptype.clone().filter(|t| t != "about:blank"))
-        .or(legacy_code.map(|c| c.to_string()));
+impl Dialect for XDialect {
+    fn platform(&self) -> Platform {
+        Platform::X
+    }
 
-    let what = match (&title, detail.is_empty()) {
-        (Some(t), false) if !detail.starts_with(t.as_str()) => format!("{t}: {detail}"),
-        (_, false) => detail.clone(),
-        (Some(t), true) => t.clone(),
-        (None, true) => format!("HTTP {status}"),
-    };
-    let mut e = Error::new(kind, format!("{operation} failed: {what}"))
-        .with_platform(Platform::X)
-        .with_operation(operation)
-        .with_status(status)
-        .with_body(body);
-    if let Some(c) = code {
-        e = e.with_code(c);
-    }
-    if let Some(id) = request_id(headers) {
-        e = e.with_request_id(id);
-    }
-    if kind == ErrorKind::RateLimited {
-        let limits = RateLimit::from_headers(headers, now);
-        if ptype.as_deref() == Some("usage-capped") {
-            let at = period_end(text_of(&json, "period").as_deref(), now);
-            let at = limits.reset_at_exhausted().map_or(at, |r| r.max(at));
-            e = e.with_retry_at(at);
-        } else if let Some(wait) = limits.wait(now) {
-            e = e.with_retry_after(wait);
-            if let Some(at) = limits.reset_at_exhausted() {
-                e = e.with_retry_at(at);
+    fn classify(&self, a: &RawAnswer<'_>) -> Classified {
+        let json = a.json();
+        let first_error = json
+            .get("errors")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let ptype = problem_type(json).or_else(|| problem_type(&first_error));
+        let legacy_code = first_error.get("code").and_then(Value::as_i64);
+        let detail = text_of(json, "detail")
+            .or_else(|| text_of(&first_error, "detail"))
+            .or_else(|| text_of(&first_error, "message"))
+            .or_else(|| text_of(json, "title"))
+            .unwrap_or_default();
+        let title = text_of(json, "title").or_else(|| text_of(&first_error, "title"));
+        let duplicate =
+            detail.to_ascii_lowercase().contains(DUPLICATE_MARK) || legacy_code == Some(187);
+
+        let kind = match (ptype.as_deref(), legacy_code) {
+            _ if duplicate => Some(ErrorKind::Platform),
+            (Some("usage-capped" | "rate-limit-exceeded"), _) | (_, Some(88)) => {
+                Some(ErrorKind::RateLimited)
             }
-        } else if let Some(at) = limits.window.and_then(|w| w.reset_at) {
-            // A 429 whose window does not read as exhausted: wait for that window anyway.
-            e = e.with_retry_at(at);
+            (Some("client-forbidden" | "unsupported-authentication"), _) | (_, Some(261 | 453)) => {
+                Some(ErrorKind::Configuration)
+            }
+            (_, Some(32 | 89)) => Some(ErrorKind::Unauthorized),
+            (Some("internal-error"), _) => Some(ErrorKind::Transient),
+            _ => None,
+        };
+        let code = if duplicate {
+            Some("duplicate-content".to_owned())
+        } else {
+            text_of(json, "reason")
+                .or(ptype.clone().filter(|t| t != "about:blank"))
+                .or(legacy_code.map(|c| c.to_string()))
+        };
+        let what = match (&title, detail.is_empty()) {
+            (Some(t), false) if !detail.starts_with(t.as_str()) => format!("{t}: {detail}"),
+            (_, false) => detail.clone(),
+            (Some(t), true) => t.clone(),
+            (None, true) => String::new(),
+        };
+        let mut c = Classified::new()
+            .kind_opt(kind)
+            .code(code.unwrap_or_default())
+            .message(what);
+        if ptype.as_deref() == Some("usage-capped") {
+            let at = period_end(text_of(json, "period").as_deref(), a.now);
+            let limits = self.rate_limit(a.headers, a.now);
+            c = c.retry_at(limits.reset_at_exhausted().map_or(at, |r| r.max(at)));
         }
+        c
     }
-    e
+
+    fn request_id(&self, headers: &HeaderMap) -> Option<String> {
+        header_str(headers, "x-transaction-id").map(str::to_owned)
+    }
+
+    fn rate_limit(&self, headers: &HeaderMap, now: DateTime<Utc>) -> RateLimit {
+        RateLimit::from_headers(headers, now)
+            .with_window(Window::from_epoch_headers(headers, "x-rate-limit"))
+            .with_user_day(Window::from_epoch_headers(headers, "x-user-limit-24hour"))
+            .with_app_day(Window::from_epoch_headers(headers, "x-app-limit-24hour"))
+    }
+
+    /// A 2xx answer that carries `errors[]` and no `data`: X refused (e.g. a post that no
+    /// longer exists). Read like the error answer X would have sent, a 404 for
+    /// `resource-not-found`, and never retried.
+    fn refusal(&self, a: &RawAnswer<'_>) -> Option<Classified> {
+        let json = a.json();
+        let errors = json.get("errors")?.as_array()?;
+        if errors.is_empty() || json.get("data").is_some_and(|d| !d.is_null()) {
+            return None;
+        }
+        let effective = match errors.first().and_then(problem_type).as_deref() {
+            Some("resource-not-found") => 404,
+            Some("not-authorized-for-resource" | "not-authorized-for-field") => 403,
+            _ => a.status,
+        };
+        let c = self.classify(a).status(effective);
+        Some(if (200..300).contains(&effective) {
+            c.kind(ErrorKind::Platform)
+        } else {
+            c
+        })
+    }
 }
 
 /// When a usage cap of `period` (`Daily`, `Monthly`) lifts: the next UTC midnight or the first
@@ -138,36 +160,28 @@ fn period_end(period: Option<&str>, now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// A 2xx answer that carries `errors[]` and no `data`: X refused (e.g. a post that no longer
-/// exists). Mapped like the error answer X would have sent, a 404 for `resource-not-found`.
-pub(crate) fn errors_without_data(
-    status: u16,
-    headers: &HeaderMap,
-    body: &str,
-    operation: &'static str,
-) -> Option<Error> {
-    let json: Value = serde_json::from_str(body).ok()?;
-    let errors = json.get("errors")?.as_array()?;
-    if errors.is_empty() || json.get("data").is_some_and(|d| !d.is_null()) {
-        return None;
-    }
-    let ptype = errors.first().and_then(problem_type);
-    let effective = match ptype.as_deref() {
-        Some("resource-not-found") => 404,
-        Some("not-authorized-for-resource" | "not-authorized-for-field") => 403,
-        _ => status,
-    };
-    let e = classify(effective, headers, body, operation);
-    Some(if (200..300).contains(&effective) {
-        e.with_kind(ErrorKind::Platform)
-    } else {
-        e
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socialpub_core::Error;
+    use socialpub_core::http::error_from_answer;
+
+    fn classify(status: u16, headers: &HeaderMap, body: &str, operation: &'static str) -> Error {
+        let a = RawAnswer::new(operation, status, headers, body, Utc::now());
+        error_from_answer(&XDialect, &a, XDialect.classify(&a))
+    }
+
+    fn errors_without_data(
+        status: u16,
+        headers: &HeaderMap,
+        body: &str,
+        operation: &'static str,
+    ) -> Option<Error> {
+        let a = RawAnswer::new(operation, status, headers, body, Utc::now());
+        XDialect
+            .refusal(&a)
+            .map(|c| error_from_answer(&XDialect, &a, c))
+    }
     use reqwest::header::{HeaderName, HeaderValue};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -11,13 +11,13 @@ pub mod mock;
 pub mod oauth;
 pub mod options;
 pub mod publish;
-mod request;
 pub mod text;
 pub mod upload;
 pub mod validate;
 
 pub use config::{XConfig, XConfigBuilder};
-pub use oauth::{Connected, XConnector};
+pub use error::XDialect;
+pub use oauth::XConnector;
 pub use options::{ReplySettings, XOptions};
 pub use publish::XPublisher;
 pub use text::weighted_length;

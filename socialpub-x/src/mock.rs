@@ -65,7 +65,6 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use socialpub_core::Token;
@@ -428,13 +427,14 @@ impl XMock {
     pub fn config_builder(&self) -> XConfigBuilder {
         let base = self.base.as_str().trim_end_matches('/');
         let s = &self.shared.settings;
-        let mut b = XConfig::builder(s.client_id.clone())
+        let mut b = XConfig::builder()
+            .client_id(s.client_id.clone())
             .api_base(base)
             .authorize_url(format!("{base}/i/oauth2/authorize"))
             .web_base(base)
             .redirect_uri(s.redirect_uris.first().cloned().unwrap_or_default());
         if let Some(secret) = &s.client_secret {
-            b = b.client_secret(SecretString::from(secret.clone()));
+            b = b.client_secret(secret.clone());
         }
         b
     }

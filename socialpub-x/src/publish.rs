@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use socialpub_core::http::{RateLimit, commit};
+use socialpub_core::http::{Call, RateLimit};
 use socialpub_core::publish::RemotePost;
 use socialpub_core::{
     Capabilities, Error, ErrorKind, LookupOutcome, Platform, Post, PublishContext, Publisher,
@@ -18,7 +18,6 @@ use unicode_normalization::UnicodeNormalization;
 use crate::api;
 use crate::config::XConfig;
 use crate::options::XOptions;
-use crate::request::send;
 use crate::text::extract_urls;
 use crate::upload::{Session, Upload, Uploaded};
 use crate::validate::{capabilities, part_text, validate_post};
@@ -38,7 +37,7 @@ const LOOKUP_SLACK: chrono::Duration = chrono::Duration::minutes(2);
 /// use socialpub_core::{Platform, Post, PublishContext, Publisher};
 /// use socialpub_x::{XConfig, XPublisher};
 ///
-/// let publisher = XPublisher::new(XConfig::builder("client-id").build()?);
+/// let publisher = XPublisher::new(XConfig::builder().build()?);
 /// let tokens = Arc::new(StaticToken(SecretString::from("user-access-token")));
 /// let mut ctx = PublishContext::new(AccountKey::new("acme", Platform::X, "2244994945"), tokens);
 /// let receipt = publisher.publish(&mut ctx, &Post::new("Hello from socialpub")).await?;
@@ -131,59 +130,26 @@ impl XPublisher {
         ctx.save_checkpoint(serde_json::to_value(cp)?).await
     }
 
-    /// Sends the create request once; a 429 (X did not create anything) is waited out and
-    /// sent again within the retry policy.
+    /// Sends the create request: once (a rate limit that refused it is waited out within the
+    /// retry policy; anything that may have reached X is unconfirmed).
     async fn create(
         &self,
         ctx: &PublishContext,
         body: &api::CreateTweet,
     ) -> Result<(String, RateLimit)> {
         let url = self.config.api("/2/tweets")?;
-        let mut attempts = 0;
-        loop {
-            let sent = commit(send(ctx, "tweets.create", true, |token| {
-                self.config
-                    .http
-                    .post(url.clone())
-                    .bearer_auth(token)
-                    .json(body)
-            }))
-            .await;
-            match sent {
-                Ok(answer) => {
-                    let created = answer
-                        .json::<api::Data<api::Tweet>>("tweets.create")
-                        .map_err(|e| {
-                            // X said yes but the id is unreadable: the post exists.
-                            Error::new(
-                                ErrorKind::Unconfirmed,
-                                format!("the post was created but its id is unreadable: {e}"),
-                            )
-                            .with_platform(Platform::X)
-                            .with_operation("tweets.create")
-                        })?;
-                    if answer.rate_limit.should_pause(100.0) {
-                        tracing::info!(rate_limit = ?answer.rate_limit, "X posting limit reached");
-                    }
-                    return Ok((created.data.id, answer.rate_limit));
-                }
-                Err(e) if e.kind() == ErrorKind::RateLimited => {
-                    let policy = &self.config.retry;
-                    match e.retry_after() {
-                        Some(wait) if wait <= policy.max_wait && attempts < policy.max_retries => {
-                            attempts += 1;
-                            tracing::info!(
-                                wait_s = wait.as_secs(),
-                                "X rate limit on create; waiting for the reset"
-                            );
-                            tokio::time::sleep(wait).await;
-                        }
-                        _ => return Err(e),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        let answer = self
+            .config
+            .api
+            .send(ctx.into(), &Call::commit("tweets.create"), |http| {
+                http.post(url.clone()).json(body)
+            })
+            .await?;
+        let created = answer.json::<api::Data<api::Tweet>>()?;
+        if answer.rate_limit().should_pause(100.0) {
+            tracing::info!(rate_limit = ?answer.rate_limit(), "X posting limit reached");
         }
+        Ok((created.data.id, answer.rate_limit().clone()))
     }
 
     fn body(
@@ -233,21 +199,13 @@ impl XPublisher {
         let max = self.config.lookup_window.to_string();
         let page: api::TweetPage = self
             .config
-            .retry
-            .run(|| async {
-                let answer = send(ctx, "users.tweets", false, |token| {
-                    self.config
-                        .http
-                        .get(url.clone())
-                        .query(&[
-                            ("max_results", max.as_str()),
-                            ("start_time", start.as_str()),
-                            ("tweet.fields", "created_at,referenced_tweets"),
-                        ])
-                        .bearer_auth(token)
-                })
-                .await?;
-                answer.json("users.tweets")
+            .api
+            .send_json(ctx.into(), &Call::idempotent("users.tweets"), |http| {
+                http.get(url.clone()).query(&[
+                    ("max_results", max.as_str()),
+                    ("start_time", start.as_str()),
+                    ("tweet.fields", "created_at,referenced_tweets"),
+                ])
             })
             .await?;
         let complete =
@@ -436,12 +394,9 @@ impl Publisher for XPublisher {
             .api(&format!("/2/tweets/{}", receipt.remote_id))?;
         let got = self
             .config
-            .retry
-            .run(|| async {
-                send(ctx, "tweets.get", false, |token| {
-                    self.config.http.get(url.clone()).bearer_auth(token)
-                })
-                .await
+            .api
+            .send(ctx.into(), &Call::idempotent("tweets.get"), |http| {
+                http.get(url.clone())
             })
             .await;
         match got {
@@ -526,12 +481,9 @@ impl Publisher for XPublisher {
             let url = self.config.api(&format!("/2/tweets/{id}"))?;
             let done = self
                 .config
-                .retry
-                .run(|| async {
-                    send(ctx, "tweets.delete", false, |token| {
-                        self.config.http.delete(url.clone()).bearer_auth(token)
-                    })
-                    .await
+                .api
+                .send(ctx.into(), &Call::idempotent("tweets.delete"), |http| {
+                    http.delete(url.clone())
                 })
                 .await;
             match done {

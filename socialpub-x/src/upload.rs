@@ -12,14 +12,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::multipart::{Form, Part};
 use serde::{Deserialize, Serialize};
-use socialpub_core::http::ChunkReader;
+use socialpub_core::http::{Call, ChunkReader};
 use socialpub_core::media::{Media, MediaKind};
 use socialpub_core::publish::Progress;
 use socialpub_core::{Error, ErrorKind, Platform, PublishContext, Result};
 
 use crate::api;
 use crate::config::XConfig;
-use crate::request::send;
 
 /// X accepts at most 1000 segments (`segment_index` 0–999).
 pub const MAX_SEGMENTS: usize = 1000;
@@ -154,20 +153,12 @@ impl<'a> Upload<'a> {
         let chunk = self.reader.chunk(segment).await?;
         let url = config.api(&format!("/2/media/upload/{}/append", self.session.id))?;
         config
-            .retry
-            .run(|| async {
-                send(ctx, "media.append", false, |token| {
-                    let form = Form::new()
-                        .text("segment_index", segment.to_string())
-                        .part("media", segment_part(&chunk.data));
-                    config
-                        .http
-                        .post(url.clone())
-                        .bearer_auth(token)
-                        .multipart(form)
-                })
-                .await
-                .map(drop)
+            .api
+            .send(ctx.into(), &Call::idempotent("media.append"), |http| {
+                let form = Form::new()
+                    .text("segment_index", segment.to_string())
+                    .part("media", segment_part(&chunk.data));
+                http.post(url.clone()).multipart(form)
             })
             .await?;
         self.session.next_segment += 1;
@@ -190,18 +181,15 @@ impl<'a> Upload<'a> {
         } = self;
         let id = session.id.clone();
         let finalize_url = config.api(&format!("/2/media/upload/{id}/finalize"))?;
-        let mut info: api::MediaInfo = config
-            .retry
-            .run(|| async {
-                let answer = send(ctx, "media.finalize", false, |token| {
-                    config.http.post(finalize_url.clone()).bearer_auth(token)
-                })
-                .await?;
-                Ok(answer
-                    .json::<api::Data<api::MediaInfo>>("media.finalize")?
-                    .data)
-            })
-            .await?;
+        let mut info = config
+            .api
+            .send_json::<api::Data<api::MediaInfo>, _>(
+                ctx.into(),
+                &Call::idempotent("media.finalize"),
+                |http| http.post(finalize_url.clone()),
+            )
+            .await?
+            .data;
 
         let deadline = tokio::time::Instant::now() + config.processing_timeout;
         let status_url = config.api("/2/media/upload")?;
@@ -244,21 +232,17 @@ impl<'a> Upload<'a> {
             tracing::debug!(media_id = %id, state = %processing.state, wait_s = wait.as_secs(), "X media processing");
             tokio::time::sleep(wait).await;
             info = config
-                .retry
-                .run(|| async {
-                    let answer = send(ctx, "media.status", false, |token| {
-                        config
-                            .http
-                            .get(status_url.clone())
+                .api
+                .send_json::<api::Data<api::MediaInfo>, _>(
+                    ctx.into(),
+                    &Call::idempotent("media.status"),
+                    |http| {
+                        http.get(status_url.clone())
                             .query(&[("command", "STATUS"), ("media_id", id.as_str())])
-                            .bearer_auth(token)
-                    })
-                    .await?;
-                    Ok(answer
-                        .json::<api::Data<api::MediaInfo>>("media.status")?
-                        .data)
-                })
-                .await?;
+                    },
+                )
+                .await?
+                .data;
         }
 
         if let Some(alt) = media.alt_text.as_deref().filter(|a| !a.trim().is_empty()) {
@@ -272,17 +256,9 @@ impl<'a> Upload<'a> {
                 },
             };
             config
-                .retry
-                .run(|| async {
-                    send(ctx, "media.metadata", false, |token| {
-                        config
-                            .http
-                            .post(metadata_url.clone())
-                            .bearer_auth(token)
-                            .json(&body)
-                    })
-                    .await
-                    .map(drop)
+                .api
+                .send(ctx.into(), &Call::idempotent("media.metadata"), |http| {
+                    http.post(metadata_url.clone()).json(&body)
                 })
                 .await?;
         }
@@ -307,22 +283,15 @@ async fn init(
         total_bytes: total,
         media_category: Some(category(media.kind).to_owned()),
     };
-    let info: api::MediaInfo = config
-        .retry
-        .run(|| async {
-            let answer = send(ctx, "media.initialize", false, |token| {
-                config
-                    .http
-                    .post(init_url.clone())
-                    .bearer_auth(token)
-                    .json(&init)
-            })
-            .await?;
-            Ok(answer
-                .json::<api::Data<api::MediaInfo>>("media.initialize")?
-                .data)
-        })
-        .await?;
+    let info = config
+        .api
+        .send_json::<api::Data<api::MediaInfo>, _>(
+            ctx.into(),
+            &Call::idempotent("media.initialize"),
+            |http| http.post(init_url.clone()).json(&init),
+        )
+        .await?
+        .data;
     let id = info.id;
     let expires_at = info
         .expires_after_secs

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use socialpub_core::auth::{AccessTokens, MemoryTokenStore, TokenManager, TokenStore};
+use socialpub_core::auth::{
+    AccessTokens, MemoryTokenStore, TokenManager, TokenRefresher, TokenStore,
+};
 use socialpub_core::post::PostPart;
 use socialpub_core::testkit::Fault;
 use socialpub_core::testkit::conformance::RecordingJournal;
@@ -263,14 +265,14 @@ async fn managed(
     String,
 ) {
     let config = config(mock).build().expect("config");
-    let connector = XConnector::new(&config).expect("connector");
+    let connector = Arc::new(XConnector::new(&config).expect("connector"));
     let store = MemoryTokenStore::new();
     let token = mock.issue_token(mock.user_id());
     let access = secrecy::ExposeSecret::expose_secret(&token.access_token).to_owned();
     store.put(&key(mock), &token).await.expect("put");
     let manager: Arc<dyn AccessTokens> = Arc::new(
         TokenManager::builder(store.clone())
-            .refresher(connector.refresher())
+            .refresher(connector.clone())
             .build(),
     );
     let publisher = socialpub_x::XPublisher::new(config);
@@ -320,8 +322,9 @@ async fn a_spent_refresh_token_needs_reauth() {
     let (publisher, mut ctx, store, access) = managed(&mock).await;
     // Someone else rotated the refresh token (and the store never learned).
     let mut token = store.get(&key(&mock)).await.expect("get").expect("token");
-    let connector = XConnector::new(&config(&mock).build().expect("config")).expect("connector");
-    let refresher = connector.refresher();
+    let connector =
+        Arc::new(XConnector::new(&config(&mock).build().expect("config")).expect("connector"));
+    let refresher = connector.clone();
     refresher
         .refresh(&key(&mock), &token)
         .await

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use secrecy::ExposeSecret;
-use socialpub_core::auth::{MemoryTokenStore, TokenManager, TokenStore};
+use socialpub_core::auth::{
+    ConnectedAccount, Connector, MemoryTokenStore, TokenManager, TokenRefresher, TokenStore,
+};
 use socialpub_core::testkit::conformance::{assert_debug_hides, assert_error_hides};
 use socialpub_core::{ErrorKind, Platform};
+use socialpub_x::XConnector;
 use socialpub_x::mock::{CLIENT_SECRET, XMock};
-use socialpub_x::{Connected, XConnector};
 
 use common::*;
 
@@ -41,7 +43,7 @@ async fn approve(url: &url::Url) -> HashMap<String, String> {
         .collect()
 }
 
-async fn connect(mock: &XMock, connector: &XConnector) -> Connected {
+async fn connect(mock: &XMock, connector: &XConnector) -> ConnectedAccount {
     let request = connector.authorize("tenant").await.expect("authorize");
     let q: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
     assert_eq!(
@@ -57,22 +59,25 @@ async fn connect(mock: &XMock, connector: &XConnector) -> Connected {
     );
     let back = approve(&request.url).await;
     assert_eq!(back["state"], request.state);
-    connector
+    let mut accounts = connector
         .complete(&back["code"], &back["state"])
         .await
-        .expect("connected")
+        .expect("connected");
+    assert_eq!(accounts.len(), 1);
+    accounts.remove(0)
 }
 
 #[tokio::test]
 async fn confidential_client_connects_with_pkce_and_basic() {
     let mock = XMock::start().await;
     let config = config(&mock).build().expect("config");
-    let connector = XConnector::new(&config).expect("connector");
+    let connector = Arc::new(XConnector::new(&config).expect("connector"));
     let connected = connect(&mock, &connector).await;
     assert_eq!(connected.key.platform, Platform::X);
     assert_eq!(connected.key.account_id, mock.user_id());
     assert_eq!(connected.key.tenant, "tenant");
-    assert_eq!(connected.username, "socialpub_test");
+    assert_eq!(connected.username.as_deref(), Some("socialpub_test"));
+    assert_eq!(connected.name, "@socialpub_test");
     assert!(connected.token.refresh_token.is_some());
     assert!(connected.token.expires_at.is_some_and(|t| t > Utc::now()));
     assert_eq!(connected.token.scopes.len(), 5);
@@ -101,7 +106,7 @@ async fn confidential_client_connects_with_pkce_and_basic() {
 async fn public_client_sends_its_id_in_the_form() {
     let mock = XMock::builder().public_client("public-app").start().await;
     let config = mock.config_builder().build().expect("config");
-    let connector = XConnector::new(&config).expect("connector");
+    let connector = Arc::new(XConnector::new(&config).expect("connector"));
     let connected = connect(&mock, &connector).await;
     assert_eq!(connected.key.account_id, mock.user_id());
 }
@@ -110,10 +115,10 @@ async fn public_client_sends_its_id_in_the_form() {
 async fn a_wrong_secret_is_a_configuration_error() {
     let mock = XMock::start().await;
     let config = config(&mock)
-        .client_secret(secrecy::SecretString::from("not-the-secret"))
+        .client_secret("not-the-secret")
         .build()
         .expect("config");
-    let connector = XConnector::new(&config).expect("connector");
+    let connector = Arc::new(XConnector::new(&config).expect("connector"));
     let request = connector.authorize("tenant").await.expect("authorize");
     let back = approve(&request.url).await;
     let e = connector
@@ -123,7 +128,10 @@ async fn a_wrong_secret_is_a_configuration_error() {
     assert_eq!(e.kind(), ErrorKind::Configuration, "{e}");
     assert_error_hides(&e, &["not-the-secret"]);
     // Without a redirect URI there is nothing to connect with.
-    let no_redirect = socialpub_x::XConfig::builder("id").build().expect("config");
+    let no_redirect = socialpub_x::XConfig::builder()
+        .client_id("id")
+        .build()
+        .expect("config");
     assert_eq!(
         XConnector::new(&no_redirect)
             .expect_err("no redirect")
@@ -135,9 +143,10 @@ async fn a_wrong_secret_is_a_configuration_error() {
 #[tokio::test]
 async fn refresh_rotates_and_the_old_refresh_token_stops_working() {
     let mock = XMock::start().await;
-    let connector = XConnector::new(&config(&mock).build().expect("config")).expect("connector");
+    let connector =
+        Arc::new(XConnector::new(&config(&mock).build().expect("config")).expect("connector"));
     let connected = connect(&mock, &connector).await;
-    let refresher = connector.refresher();
+    let refresher = connector.clone();
     let fresh = refresher
         .refresh(&connected.key, &connected.token)
         .await
@@ -165,7 +174,8 @@ async fn refresh_rotates_and_the_old_refresh_token_stops_working() {
 #[tokio::test]
 async fn concurrent_refreshes_make_one_request() {
     let mock = XMock::start().await;
-    let connector = XConnector::new(&config(&mock).build().expect("config")).expect("connector");
+    let connector =
+        Arc::new(XConnector::new(&config(&mock).build().expect("config")).expect("connector"));
     let connected = connect(&mock, &connector).await;
     let store = MemoryTokenStore::new();
     let mut token = connected.token.clone();
@@ -173,7 +183,7 @@ async fn concurrent_refreshes_make_one_request() {
     store.put(&connected.key, &token).await.expect("put");
     let manager = Arc::new(
         TokenManager::builder(store.clone())
-            .refresher(connector.refresher())
+            .refresher(connector.clone())
             .build(),
     );
     let (a, b) = tokio::join!(
@@ -201,17 +211,18 @@ async fn two_processes_racing_keep_the_account() {
     // Two managers (two processes) over one store: both see an expired token and refresh with
     // the same refresh token. X accepts one; the loser re-reads the store instead of failing.
     let mock = XMock::start().await;
-    let connector = XConnector::new(&config(&mock).build().expect("config")).expect("connector");
+    let connector =
+        Arc::new(XConnector::new(&config(&mock).build().expect("config")).expect("connector"));
     let connected = connect(&mock, &connector).await;
     let store = Arc::new(MemoryTokenStore::new());
     let mut token = connected.token.clone();
     token.expires_at = Some(Utc::now() - chrono::Duration::minutes(1));
     store.put(&connected.key, &token).await.expect("put");
     let m1 = TokenManager::builder_arc(store.clone())
-        .refresher(connector.refresher())
+        .refresher(connector.clone())
         .build();
     let m2 = TokenManager::builder_arc(store.clone())
-        .refresher(connector.refresher())
+        .refresher(connector.clone())
         .build();
     let (a, b) = tokio::join!(
         m1.access_token_for(&connected.key),
@@ -225,7 +236,7 @@ async fn two_processes_racing_keep_the_account() {
         .expect("token");
     // Whatever the interleaving, the account still works with what is stored.
     assert!([a.expose_secret(), b.expose_secret()].contains(&stored.access_token.expose_secret()));
-    let refresher = connector.refresher();
+    let refresher = connector.clone();
     refresher
         .refresh(&connected.key, &stored)
         .await
@@ -236,11 +247,11 @@ async fn two_processes_racing_keep_the_account() {
 async fn disconnect_revokes_the_grant() {
     let mock = XMock::start().await;
     let config = config(&mock).build().expect("config");
-    let connector = XConnector::new(&config).expect("connector");
+    let connector = Arc::new(XConnector::new(&config).expect("connector"));
     let connected = connect(&mock, &connector).await;
     let store = MemoryTokenStore::new();
     let manager = TokenManager::builder(store.clone())
-        .refresher(connector.refresher())
+        .refresher(connector.clone())
         .build();
     manager
         .connect(&connected.key, &connected.token)
@@ -255,7 +266,6 @@ async fn disconnect_revokes_the_grant() {
     assert_eq!(mock.calls("oauth2.revoke"), 1);
     // The grant is gone at X: both tokens fail.
     let e = connector
-        .refresher()
         .refresh(&connected.key, &connected.token)
         .await
         .expect_err("revoked");
@@ -277,5 +287,8 @@ async fn disconnect_revokes_the_grant() {
     assert_eq!(e.kind(), ErrorKind::Unauthorized);
     // Revoking directly works too.
     let other = mock.issue_token(mock.user_id());
-    connector.revoke(&other).await.expect("revoked");
+    connector
+        .revoke(&connected.key, &other)
+        .await
+        .expect("revoked");
 }

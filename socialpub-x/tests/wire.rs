@@ -31,8 +31,9 @@ impl wiremock::Match for BodyHas {
 const MEDIA_ID: &str = "1880028106020515840";
 
 fn config(server: &MockServer) -> XConfig {
-    XConfig::builder("client-id")
-        .client_secret(secrecy::SecretString::from("client-secret"))
+    XConfig::builder()
+        .client_id("client-id")
+        .client_secret("client-secret")
         .redirect_uri("http://127.0.0.1/cb")
         .api_base(server.uri())
         .retry_policy(fast_retry())
@@ -141,7 +142,7 @@ async fn invalid_grant_is_reauth_required() {
         .expect(1)
         .mount(&server)
         .await;
-    let connector = XConnector::new(&config(&server)).expect("connector");
+    let connector = Arc::new(XConnector::new(&config(&server)).expect("connector"));
     let store = MemoryTokenStore::new();
     let key = AccountKey::new("t", Platform::X, "42");
     store
@@ -154,7 +155,7 @@ async fn invalid_grant_is_reauth_required() {
         .await
         .expect("put");
     let manager = TokenManager::builder(store)
-        .refresher(connector.refresher())
+        .refresher(connector.clone())
         .build();
     let e = manager.access_token_for(&key).await.expect_err("reauth");
     assert_eq!(e.kind(), ErrorKind::ReauthRequired, "{e}");

@@ -1,13 +1,15 @@
-//! [`YouTubeConfig`]: OAuth client credentials, every endpoint (overridable, e.g. to point at
-//! the mock), the HTTP client, the upload chunk size, timeouts, retries and the quota cost table.
+//! [`YouTubeConfig`]: the OAuth app, every endpoint (overridable, e.g. to point at the mock),
+//! the HTTP settings, the upload chunk size, timeouts, retries and the quota cost table.
 
 use std::fmt;
 use std::time::Duration;
 
-use secrecy::SecretString;
-use socialpub_core::http::RetryPolicy;
-use socialpub_core::{Error, Result};
+use socialpub_core::auth::oauth::{OAuthApp, OAuthAppBuilder, OAuthDefaults};
+use socialpub_core::http::{ApiClient, ClientSettings};
+use socialpub_core::{Error, Platform, Result};
 use url::Url;
+
+use crate::error::YouTubeDialect;
 
 /// Every resumable chunk except the last must be a multiple of this (256 KiB), per Google's
 /// resumable upload protocol.
@@ -28,6 +30,8 @@ const API_BASE: &str = "https://www.googleapis.com";
 const AUTHORIZE_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 const TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 const REVOKE_URL: &str = "https://oauth2.googleapis.com/revoke";
+/// How long an API request other than a chunk upload may take unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Quota units charged per API call.
 ///
@@ -92,20 +96,12 @@ impl QuotaCosts {
 /// Build one with [`YouTubeConfig::builder`]. Its `Debug` hides the client secret.
 #[derive(Clone)]
 pub struct YouTubeConfig {
-    pub(crate) client_id: Option<String>,
-    pub(crate) client_secret: Option<SecretString>,
-    pub(crate) redirect_uri: Option<Url>,
+    pub(crate) app: OAuthApp,
+    pub(crate) api: ApiClient,
     pub(crate) api_base: Url,
     pub(crate) upload_base: Url,
-    pub(crate) authorize_url: Url,
-    pub(crate) token_url: Url,
-    pub(crate) revoke_url: Url,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) http: reqwest::Client,
     pub(crate) chunk_size: usize,
-    pub(crate) request_timeout: Duration,
     pub(crate) chunk_timeout: Duration,
-    pub(crate) retry: RetryPolicy,
     pub(crate) max_upload_failures: u32,
     pub(crate) max_sessions: u32,
     pub(crate) quota: QuotaCosts,
@@ -115,20 +111,11 @@ pub struct YouTubeConfig {
 impl fmt::Debug for YouTubeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("YouTubeConfig")
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "[REDACTED]"),
-            )
-            .field("redirect_uri", &self.redirect_uri.as_ref().map(Url::as_str))
+            .field("app", &self.app)
+            .field("api", &self.api)
             .field("api_base", &self.api_base.as_str())
             .field("upload_base", &self.upload_base.as_str())
-            .field("authorize_url", &self.authorize_url.as_str())
-            .field("token_url", &self.token_url.as_str())
-            .field("revoke_url", &self.revoke_url.as_str())
-            .field("scopes", &self.scopes)
             .field("chunk_size", &self.chunk_size)
-            .field("request_timeout", &self.request_timeout)
             .field("chunk_timeout", &self.chunk_timeout)
             .field("quota", &self.quota)
             .finish_non_exhaustive()
@@ -154,6 +141,16 @@ impl YouTubeConfig {
         YouTubeConfigBuilder::default()
     }
 
+    /// The OAuth app.
+    pub fn app(&self) -> &OAuthApp {
+        &self.app
+    }
+
+    /// The API client every request goes through.
+    pub fn api_client(&self) -> &ApiClient {
+        &self.api
+    }
+
     /// The upload chunk size in bytes.
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
@@ -166,12 +163,7 @@ impl YouTubeConfig {
 
     /// The scopes requested when connecting.
     pub fn scopes(&self) -> &[String] {
-        &self.scopes
-    }
-
-    /// The HTTP client.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.app.scopes()
     }
 
     pub(crate) fn data_url(&self, path: &str) -> Result<Url> {
@@ -192,58 +184,23 @@ fn join(base: &Url, path: &str) -> Result<Url> {
 
 /// Builds a [`YouTubeConfig`]. Every setter is optional; [`YouTubeConfigBuilder::build`] checks
 /// the URLs and the chunk size.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct YouTubeConfigBuilder {
-    client_id: Option<String>,
-    client_secret: Option<SecretString>,
-    redirect_uri: Option<String>,
+    app: OAuthAppBuilder,
+    client: ClientSettings,
     api_base: Option<String>,
     upload_base: Option<String>,
-    authorize_url: Option<String>,
-    token_url: Option<String>,
-    revoke_url: Option<String>,
-    scopes: Option<Vec<String>>,
-    http: Option<reqwest::Client>,
     chunk_size: Option<usize>,
-    request_timeout: Option<Duration>,
     chunk_timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
     max_upload_failures: Option<u32>,
     max_sessions: Option<u32>,
     quota: Option<QuotaCosts>,
     lookup_settle: Option<Duration>,
 }
 
-impl fmt::Debug for YouTubeConfigBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("YouTubeConfigBuilder")
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "[REDACTED]"),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
 impl YouTubeConfigBuilder {
-    /// The OAuth client id (needed to connect accounts and refresh tokens).
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
-        self
-    }
-
-    /// The OAuth client secret.
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Some(SecretString::from(secret.into()));
-        self
-    }
-
-    /// The redirect URI registered for the OAuth client.
-    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
-        self.redirect_uri = Some(uri.into());
-        self
-    }
+    socialpub_core::oauth_app_setters!(app);
+    socialpub_core::client_settings_setters!(client);
 
     /// The API host (default `https://www.googleapis.com`): the data API lives under
     /// `/youtube/v3`, uploads under `/upload/youtube/v3`. Also sets the upload host unless
@@ -259,38 +216,6 @@ impl YouTubeConfigBuilder {
         self
     }
 
-    /// The authorization endpoint (default `https://accounts.google.com/o/oauth2/v2/auth`).
-    pub fn authorize_url(mut self, url: impl Into<String>) -> Self {
-        self.authorize_url = Some(url.into());
-        self
-    }
-
-    /// The token endpoint (default `https://oauth2.googleapis.com/token`).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.token_url = Some(url.into());
-        self
-    }
-
-    /// The revocation endpoint (default `https://oauth2.googleapis.com/revoke`).
-    pub fn revoke_url(mut self, url: impl Into<String>) -> Self {
-        self.revoke_url = Some(url.into());
-        self
-    }
-
-    /// Scopes to request (default `youtube.upload` and `youtube.readonly`; add
-    /// [`SCOPE_MANAGE`] to delete videos).
-    pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.scopes = Some(scopes.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Your own HTTP client (connection pool, proxy, TLS settings). Request timeouts are set
-    /// per request by this crate.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
-        self
-    }
-
     /// Bytes per upload request (default 8 MiB); must be a positive multiple of 256 KiB.
     /// An upload holds at most two chunks in memory: the one being sent and the next.
     pub fn chunk_size(mut self, bytes: usize) -> Self {
@@ -298,21 +223,10 @@ impl YouTubeConfigBuilder {
         self
     }
 
-    /// Timeout of each API request other than chunk uploads (default 60 s).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = Some(timeout);
-        self
-    }
-
-    /// Timeout of each chunk upload request (default 10 minutes).
+    /// Timeout of each chunk upload request (default 10 minutes); other requests use the
+    /// request timeout (default 60 s).
     pub fn chunk_timeout(mut self, timeout: Duration) -> Self {
         self.chunk_timeout = Some(timeout);
-        self
-    }
-
-    /// Backoff for idempotent calls and between upload retries.
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
         self
     }
 
@@ -344,55 +258,43 @@ impl YouTubeConfigBuilder {
 
     /// Checks the URLs and chunk size and builds the configuration.
     pub fn build(self) -> Result<YouTubeConfig> {
-        let url = |name: &str, v: Option<String>, default: &str| -> Result<Url> {
-            let s = v.unwrap_or_else(|| default.to_owned());
+        let url = |name: &str, s: String| -> Result<Url> {
             Url::parse(&s).map_err(|e| {
                 Error::configuration(format!("the YouTube {name} `{s}` is not a URL: {e}"))
+                    .with_platform(Platform::YouTube)
             })
         };
         let chunk_size = self.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
         if chunk_size == 0 || !chunk_size.is_multiple_of(CHUNK_GRANULARITY) {
             return Err(Error::configuration(format!(
                 "the YouTube chunk size must be a positive multiple of 256 KiB ({CHUNK_GRANULARITY} bytes); got {chunk_size}"
-            )));
+            ))
+            .with_platform(Platform::YouTube));
         }
-        let api_base = url("API base", self.api_base, API_BASE)?;
+        let api_base = url(
+            "API base",
+            self.api_base.unwrap_or_else(|| API_BASE.to_owned()),
+        )?;
         let upload_base = match self.upload_base {
-            Some(u) => url("upload base", Some(u), API_BASE)?,
+            Some(u) => url("upload base", u)?,
             None => api_base.clone(),
         };
-        let redirect_uri = match self.redirect_uri {
-            Some(r) => Some(url("redirect URI", Some(r), "")?),
-            None => None,
-        };
-        let http = match self.http {
-            Some(c) => c,
-            None => reqwest::Client::builder()
-                .user_agent(socialpub_core::http::USER_AGENT)
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| {
-                    Error::configuration(format!("cannot build the HTTP client: {e}"))
-                        .with_source(e)
-                })?,
-        };
+        let app = self.app.build(
+            Platform::YouTube,
+            OAuthDefaults::new(
+                AUTHORIZE_URL,
+                TOKEN_URL,
+                Some(REVOKE_URL.to_owned()),
+                [SCOPE_UPLOAD, SCOPE_READONLY],
+            ),
+        )?;
         Ok(YouTubeConfig {
-            client_id: self.client_id,
-            client_secret: self.client_secret,
-            redirect_uri,
+            app,
+            api: self.client.build(YouTubeDialect, DEFAULT_REQUEST_TIMEOUT)?,
             api_base,
             upload_base,
-            authorize_url: url("authorization URL", self.authorize_url, AUTHORIZE_URL)?,
-            token_url: url("token URL", self.token_url, TOKEN_URL)?,
-            revoke_url: url("revocation URL", self.revoke_url, REVOKE_URL)?,
-            scopes: self
-                .scopes
-                .unwrap_or_else(|| vec![SCOPE_UPLOAD.to_owned(), SCOPE_READONLY.to_owned()]),
-            http,
             chunk_size,
-            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(60)),
             chunk_timeout: self.chunk_timeout.unwrap_or(Duration::from_secs(600)),
-            retry: self.retry.unwrap_or_default(),
             max_upload_failures: self.max_upload_failures.unwrap_or(8),
             max_sessions: self.max_sessions.unwrap_or(3).max(1),
             quota: self.quota.unwrap_or_default(),

@@ -1,12 +1,13 @@
-//! Google's error object (`{"error":{"code","message","errors":[{"domain","reason"}]}}`) mapped
-//! to socialpub's [`ErrorKind`] by `errors[0].reason`, and the Pacific-time quota reset.
+//! Google's error object (`{"error":{"code","message","errors":[{"domain","reason"}]}}`) read
+//! as socialpub's [`ErrorKind`]s by `errors[0].reason`: the [`YouTubeDialect`] the API client
+//! speaks, and the Pacific-time quota reset.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use reqwest::header::HeaderMap;
-use socialpub_core::http::{RateLimit, kind_for_status, request_id};
-use socialpub_core::{Error, ErrorKind, Platform, ValidationReport};
+use socialpub_core::http::{Classified, Dialect, RawAnswer, header_str};
+use socialpub_core::{ErrorKind, Platform, ValidationReport};
 
 /// How long `uploadLimitExceeded` ("try again in 24 hours") waits.
 pub const UPLOAD_LIMIT_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -73,122 +74,104 @@ fn field_for_reason(reason: &str) -> &'static str {
     }
 }
 
-/// Maps a non-success response to an error.
-pub(crate) fn api_error(
-    operation: &'static str,
-    status: u16,
-    headers: &HeaderMap,
-    body: &str,
-    now: DateTime<Utc>,
-) -> Error {
-    let g = GoogleError::parse(body);
-    let reason = g.reason.clone().unwrap_or_default();
-    let detail = if g.message.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        g.message.clone()
-    };
-    let rate = RateLimit::from_headers(headers, now);
-    let mut retry_after: Option<Duration> = None;
-    let mut retry_at: Option<DateTime<Utc>> = None;
-    let (kind, message) = match reason.as_str() {
-        "quotaExceeded" | "dailyLimitExceeded" => {
-            let at = next_pacific_midnight(now);
-            retry_at = Some(at);
-            (
-                ErrorKind::RateLimited,
-                format!(
+/// How Google speaks HTTP: its error object, read by `errors[0].reason`, and the upload
+/// server's `x-guploader-uploadid` as request id.
+///
+/// - `quotaExceeded` / `dailyLimitExceeded`: rate limited until midnight Pacific time, when
+///   Google resets daily quotas; `uploadLimitExceeded`: the channel's daily upload cap, about a
+///   day; `rateLimitExceeded` and its kin: rate limited as the headers say.
+/// - `youtubeSignupRequired`: the account has no channel, reconnecting with one is the fix
+///   (never refreshed); `authError`: the token was refused (refreshed once); `invalid_grant`:
+///   reauth required; a missing scope: configuration.
+/// - metadata reasons (`invalidTitle`, `invalidTags`, …): a validation error naming the field.
+/// - `backendError` and other 5xx: transient.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YouTubeDialect;
+
+impl Dialect for YouTubeDialect {
+    fn platform(&self) -> Platform {
+        Platform::YouTube
+    }
+
+    fn classify(&self, a: &RawAnswer<'_>) -> Classified {
+        let g = GoogleError::parse(a.body);
+        let reason = g.reason.clone().unwrap_or_default();
+        let detail = if g.message.is_empty() {
+            format!("HTTP {}", a.status)
+        } else {
+            g.message.clone()
+        };
+        let c = Classified::new().code(reason.clone());
+        match reason.as_str() {
+            "quotaExceeded" | "dailyLimitExceeded" => {
+                let at = next_pacific_midnight(a.now);
+                c.kind(ErrorKind::RateLimited).retry_at(at).message(format!(
                     "the project's daily YouTube quota is used up; it resets at midnight Pacific time ({})",
                     at.to_rfc3339()
-                ),
-            )
-        }
-        "rateLimitExceeded" | "userRateLimitExceeded" | "RESOURCE_EXHAUSTED" => {
-            retry_after = rate.wait(now);
-            (
-                ErrorKind::RateLimited,
-                format!("YouTube asks to slow down: {detail}"),
-            )
-        }
-        "uploadLimitExceeded" => {
-            retry_after = Some(UPLOAD_LIMIT_WAIT);
-            (
-                ErrorKind::RateLimited,
-                "the channel reached its daily upload limit; try again in about 24 hours"
-                    .to_owned(),
-            )
-        }
-        "youtubeSignupRequired" => (
-            ErrorKind::ReauthRequired,
-            "the Google account has no YouTube channel: create one at https://www.youtube.com/create_channel, then connect the account again".to_owned(),
-        ),
-        "authError" | "unauthorized" | "UNAUTHENTICATED" => (
-            ErrorKind::Unauthorized,
-            format!("Google rejected the access token: {detail}"),
-        ),
-        "invalid_grant" => (
-            ErrorKind::ReauthRequired,
-            format!("the refresh token is no longer valid ({detail}); connect the account again"),
-        ),
-        "insufficientPermissions" | "ACCESS_TOKEN_SCOPE_INSUFFICIENT" => (
-            ErrorKind::Configuration,
-            format!(
-                "the token lacks a scope this call needs ({detail}); request it in the configuration and connect the account again"
-            ),
-        ),
-        "backendError" | "internalError" | "serviceUnavailable" => (
-            ErrorKind::Transient,
-            format!("YouTube had a temporary failure: {detail}"),
-        ),
-        r if r.starts_with("invalid")
-            || r == "mediaBodyRequired"
-            || r == "defaultLanguageNotSet" =>
-        {
-            let field = field_for_reason(r);
-            let mut report = ValidationReport::new(Platform::YouTube);
-            report.push(field, r, format!("YouTube rejected the video metadata: {detail}"));
-            let e = Error::validation(report)
-                .with_operation(operation)
-                .with_status(status)
-                .with_code(r)
-                .with_body(body);
-            return with_request_id(e, headers);
-        }
-        _ => {
-            let kind = kind_for_status(status);
-            if kind == ErrorKind::RateLimited {
-                retry_after = rate.wait(now);
+                ))
             }
-            let what = if reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({reason})")
-            };
-            (kind, format!("{operation} failed{what}: {detail}"))
+            "rateLimitExceeded" | "userRateLimitExceeded" | "RESOURCE_EXHAUSTED" => c
+                .kind(ErrorKind::RateLimited)
+                .message(format!("YouTube asks to slow down: {detail}")),
+            "uploadLimitExceeded" => c
+                .kind(ErrorKind::RateLimited)
+                .retry_after(UPLOAD_LIMIT_WAIT)
+                .message(
+                    "the channel reached its daily upload limit; try again in about 24 hours",
+                ),
+            "youtubeSignupRequired" => c.kind(ErrorKind::ReauthRequired).message(
+                "the Google account has no YouTube channel: create one at https://www.youtube.com/create_channel, then connect the account again",
+            ),
+            "authError" | "unauthorized" | "UNAUTHENTICATED" => c
+                .kind(ErrorKind::Unauthorized)
+                .message(format!("Google rejected the access token: {detail}")),
+            "invalid_grant" => c.kind(ErrorKind::ReauthRequired).message(format!(
+                "the refresh token is no longer valid ({detail}); connect the account again"
+            )),
+            "insufficientPermissions" | "ACCESS_TOKEN_SCOPE_INSUFFICIENT" => {
+                c.kind(ErrorKind::Configuration).message(format!(
+                    "the token lacks a scope this call needs ({detail}); request it in the configuration and connect the account again"
+                ))
+            }
+            "backendError" | "internalError" | "serviceUnavailable" => c
+                .kind(ErrorKind::Transient)
+                .message(format!("YouTube had a temporary failure: {detail}")),
+            r if r.starts_with("invalid")
+                || r == "mediaBodyRequired"
+                || r == "defaultLanguageNotSet" =>
+            {
+                let mut report = ValidationReport::new(Platform::YouTube);
+                report.push(
+                    field_for_reason(r),
+                    r,
+                    format!("YouTube rejected the video metadata: {detail}"),
+                );
+                c.validation(report)
+            }
+            _ => {
+                let what = if reason.is_empty() {
+                    detail
+                } else {
+                    format!("{detail} ({reason})")
+                };
+                c.message(what)
+            }
         }
-    };
-    let mut e = Error::new(kind, message)
-        .with_platform(Platform::YouTube)
-        .with_operation(operation)
-        .with_status(status)
-        .with_body(body);
-    if !reason.is_empty() {
-        e = e.with_code(reason);
     }
-    if let Some(d) = retry_after {
-        e = e.with_retry_after(d);
+
+    fn request_id(&self, headers: &HeaderMap) -> Option<String> {
+        header_str(headers, "x-guploader-uploadid").map(str::to_owned)
     }
-    if let Some(at) = retry_at {
-        e = e.with_retry_at(at);
+
+    /// A 401 for an account without a channel is not a token problem.
+    fn refreshes_on(&self, answer: &RawAnswer<'_>) -> bool {
+        !is_signup_required(answer.body)
     }
-    with_request_id(e, headers)
 }
 
-fn with_request_id(e: Error, headers: &HeaderMap) -> Error {
-    match request_id(headers) {
-        Some(id) => e.with_request_id(id),
-        None => e,
-    }
+/// Whether a 401 body says the account has no channel (no refresh will help).
+pub(crate) fn is_signup_required(body: &str) -> bool {
+    body.contains("youtubeSignupRequired")
 }
 
 /// The next midnight in America/Los_Angeles after `now`, when Google resets daily quotas.
@@ -300,6 +283,17 @@ mod tests {
         assert_eq!(pacific_offset_hours(utc("2026-03-08T10:00:00Z")), -7);
         assert_eq!(pacific_offset_hours(utc("2026-11-01T08:59:59Z")), -7);
         assert_eq!(pacific_offset_hours(utc("2026-11-01T09:00:00Z")), -8);
+    }
+
+    fn api_error(
+        operation: &'static str,
+        status: u16,
+        headers: &HeaderMap,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> socialpub_core::Error {
+        let a = RawAnswer::new(operation, status, headers, body, now);
+        socialpub_core::http::error_from_answer(&YouTubeDialect, &a, YouTubeDialect.classify(&a))
     }
 
     #[test]

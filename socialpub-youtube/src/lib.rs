@@ -17,7 +17,7 @@ pub use config::{
     CHUNK_GRANULARITY, DEFAULT_CHUNK_SIZE, QuotaCosts, SCOPE_MANAGE, SCOPE_READONLY, SCOPE_UPLOAD,
     YouTubeConfig, YouTubeConfigBuilder,
 };
-pub use error::next_pacific_midnight;
-pub use oauth::{Channel, ConnectedChannel, YouTubeConnector};
+pub use error::{YouTubeDialect, next_pacific_midnight};
+pub use oauth::{Channel, YouTubeConnector};
 pub use publish::YouTubePublisher;
 pub use validate::{License, Privacy, YouTubeOptions, capabilities, is_short, tags_length};

@@ -3,21 +3,16 @@
 //! revocation.
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
-use socialpub_core::auth::oauth::{
-    AuthorizationRequest, ClientAuth, OAuthClient, OAuthConfig, PendingStore,
-};
-use socialpub_core::auth::{AccountKey, Token, TokenRefresher};
-use socialpub_core::clock::{Clock, SystemClock};
-use socialpub_core::http::transport_error;
+use secrecy::SecretString;
+use socialpub_core::auth::oauth::{ClientAuth, OAuthClient, OAuthConfig};
+use socialpub_core::auth::{AccountKey, ConnectedAccount, Connector, Token, TokenRefresher};
+use socialpub_core::http::{Bearer, Call};
 use socialpub_core::{Error, ErrorKind, Platform, Result};
 
-use crate::api::{Api, Auth, ChannelResource, ListResponse};
+use crate::api::{ChannelResource, ListResponse};
 use crate::config::YouTubeConfig;
-use crate::error::api_error;
 
 /// A YouTube channel, as discovered after connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,27 +28,14 @@ pub struct Channel {
     pub thumbnail_url: Option<String>,
 }
 
-/// A connected channel: its account key, what it is, and its token (store it in your
-/// [`socialpub_core::TokenManager`] with `connect`).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ConnectedChannel {
-    /// The key to store the token under and publish with.
-    pub account: AccountKey,
-    /// The channel.
-    pub channel: Channel,
-    /// The token Google issued.
-    pub token: Token,
-}
-
-/// Connects YouTube channels and refreshes and revokes their tokens.
-///
-/// It is the [`TokenRefresher`] to register with a [`socialpub_core::TokenManager`]: a refresh
-/// keeps the stored refresh token (Google seldom sends a new one) and `invalid_grant` is
-/// [`ErrorKind::ReauthRequired`].
+/// Connects YouTube channels and refreshes and revokes their tokens: the [`Connector`] (and so
+/// the [`TokenRefresher`]) of YouTube. A refresh keeps the stored refresh token (Google seldom
+/// sends a new one) and `invalid_grant` is [`ErrorKind::ReauthRequired`]. The account id is
+/// the channel id (`UC…`); the token extras keep the `channel_title`.
 ///
 /// ```no_run
 /// # async fn f() -> socialpub_core::Result<()> {
+/// use socialpub_core::auth::Connector;
 /// use socialpub_youtube::{YouTubeConfig, YouTubeConnector};
 ///
 /// let config = YouTubeConfig::builder()
@@ -65,13 +47,13 @@ pub struct ConnectedChannel {
 /// let request = connector.authorize("tenant-1").await?;
 /// println!("open {}", request.url);
 /// // … Google redirects to the callback with ?code=…&state=…
-/// let connected = connector.complete("the-code", &request.state).await?;
-/// println!("connected {}", connected.channel.id);
+/// let accounts = connector.complete("the-code", &request.state).await?;
+/// println!("connected {}", accounts[0].key.account_id);
 /// # Ok(()) }
 /// ```
 pub struct YouTubeConnector {
     oauth: OAuthClient,
-    api: Api,
+    config: YouTubeConfig,
 }
 
 impl fmt::Debug for YouTubeConnector {
@@ -85,95 +67,40 @@ impl fmt::Debug for YouTubeConnector {
 impl YouTubeConnector {
     /// A connector for `config`, which must have a client id and a redirect URI.
     pub fn new(config: &YouTubeConfig) -> Result<Self> {
-        let client_id = config.client_id.clone().ok_or_else(|| {
-            Error::configuration("connecting YouTube accounts needs an OAuth client id")
-                .with_platform(Platform::YouTube)
-        })?;
-        let redirect = config.redirect_uri.clone().ok_or_else(|| {
-            Error::configuration("connecting YouTube accounts needs a redirect URI")
-                .with_platform(Platform::YouTube)
-        })?;
-        let mut oauth = OAuthConfig::new(
-            Platform::YouTube,
-            client_id,
-            config.authorize_url.clone(),
-            config.token_url.clone(),
-            redirect,
-        )
-        .with_scopes(config.scopes.iter().cloned())
-        .with_revoke_url(config.revoke_url.clone())
-        .with_client_auth(ClientAuth::RequestBody)
-        // A refresh token comes only with offline access; forcing consent makes Google issue
-        // one again on every re-link (it sends one only on first consent otherwise).
-        .with_authorize_param("access_type", "offline")
-        .with_authorize_param("prompt", "consent")
-        .with_authorize_param("include_granted_scopes", "true");
+        let mut oauth = OAuthConfig::from_app(Platform::YouTube, &config.app)?
+            .with_client_auth(ClientAuth::RequestBody)
+            // A refresh token comes only with offline access; forcing consent makes Google
+            // issue one again on every re-link (it sends one only on first consent otherwise).
+            .with_authorize_param("access_type", "offline")
+            .with_authorize_param("prompt", "consent")
+            .with_authorize_param("include_granted_scopes", "true");
         oauth.pkce = true;
-        if let Some(secret) = &config.client_secret {
-            oauth = oauth.with_client_secret(secret.clone());
-        }
+        // Google's revoke endpoint takes only `token`; the client secret is not sent.
+        oauth.revoke_with_client_auth = false;
         Ok(YouTubeConnector {
-            oauth: OAuthClient::new(oauth, config.http.clone()),
-            api: Api {
-                config: Arc::new(config.clone()),
-                clock: Arc::new(SystemClock),
-            },
+            oauth: OAuthClient::new(oauth, config.api.clone())
+                .with_pending_store(config.app.pending_store()),
+            config: config.clone(),
         })
     }
 
-    /// Keeps started authorizations in `store` (share one between processes).
-    pub fn with_pending_store(mut self, store: Arc<dyn PendingStore>) -> Self {
-        self.oauth = self.oauth.with_pending_store(store);
-        self
-    }
-
-    /// Uses `clock` for state expiry and error times.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.oauth = self.oauth.with_clock(clock.clone());
-        self.api.clock = clock;
-        self
-    }
-
-    /// Starts connecting a channel for `tenant`: the URL to send the user to.
-    pub async fn authorize(&self, tenant: &str) -> Result<AuthorizationRequest> {
-        self.oauth.authorize(tenant).await
-    }
-
-    /// Finishes connecting: checks the state, exchanges the code (with the PKCE verifier) and
-    /// discovers the channel. A Google account without a YouTube channel is a clear
-    /// [`ErrorKind::Platform`] error with code `noChannel`.
-    pub async fn complete(&self, code: &str, state: &str) -> Result<ConnectedChannel> {
-        let done = self.oauth.complete(code, state).await?;
-        if done.token.refresh_token.is_none() {
-            tracing::warn!(
-                "Google issued no refresh token: the account will need reconnecting when the access token expires"
-            );
-        }
-        let channel = self.discover_channel(&done.token.access_token).await?;
-        let mut token = done.token;
-        token
-            .extras
-            .insert("channel_title".into(), channel.title.clone().into());
-        Ok(ConnectedChannel {
-            account: AccountKey::new(done.tenant, Platform::YouTube, channel.id.clone()),
-            channel,
-            token,
-        })
-    }
-
-    /// The channel of the account `access_token` belongs to (`channels.list?mine=true`).
+    /// The channel of the account `access_token` belongs to (`channels.list?mine=true`). A
+    /// Google account without a YouTube channel is a clear [`ErrorKind::Platform`] error with
+    /// code `noChannel`.
     pub async fn discover_channel(&self, access_token: &SecretString) -> Result<Channel> {
-        let url = self.api.config.data_url("channels")?;
-        let http = self.api.config.http.clone();
-        let build = move |_: &SecretString| {
-            http.get(url.clone())
-                .query(&[("part", "id,snippet"), ("mine", "true")])
-        };
-        let answer = self
+        let url = self.config.data_url("channels")?;
+        let list: ListResponse<ChannelResource> = self
+            .config
             .api
-            .send_idempotent(&Auth::Token(access_token), "channels.list", &build)
+            .send_json(
+                Bearer::Token(access_token),
+                &Call::idempotent("channels.list"),
+                |http| {
+                    http.get(url.clone())
+                        .query(&[("part", "id,snippet"), ("mine", "true")])
+                },
+            )
             .await?;
-        let list: ListResponse<ChannelResource> = answer.json("channels.list")?;
         let Some(first) = list.items.into_iter().next() else {
             return Err(Error::new(
                 ErrorKind::Platform,
@@ -197,38 +124,32 @@ impl YouTubeConnector {
                 .map(str::to_owned),
         })
     }
+}
 
-    /// Revokes a token at Google; revoking either token of a grant ends the whole grant.
-    pub async fn revoke_token(&self, token: &SecretString) -> Result<()> {
-        // Google's revoke endpoint takes only `token`; the client secret is not sent.
-        let resp = self
-            .api
-            .config
-            .http
-            .post(self.api.config.revoke_url.clone())
-            .form(&[("token", token.expose_secret())])
-            .timeout(self.api.config.request_timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, Platform::YouTube, "oauth.revoke", false))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.text().await.unwrap_or_default();
-        if (200..300).contains(&status) {
-            return Ok(());
+#[async_trait]
+impl Connector for YouTubeConnector {
+    fn oauth(&self) -> &OAuthClient {
+        &self.oauth
+    }
+
+    /// The channel of the Google account.
+    async fn accounts(&self, tenant: &str, mut token: Token) -> Result<Vec<ConnectedAccount>> {
+        if token.refresh_token.is_none() {
+            tracing::warn!(
+                "Google issued no refresh token: the account will need reconnecting when the access token expires"
+            );
         }
-        let e = api_error(
-            "oauth.revoke",
-            status,
-            &headers,
-            &body,
-            self.api.clock.now(),
-        );
-        // An already revoked or expired token is what revocation wanted.
-        if body.contains("invalid_token") {
-            return Ok(());
+        let channel = self.discover_channel(&token.access_token).await?;
+        token
+            .extras
+            .insert("channel_title".into(), channel.title.clone().into());
+        let key = AccountKey::new(tenant, Platform::YouTube, channel.id.clone());
+        let name = channel.title.clone().unwrap_or_else(|| channel.id.clone());
+        let mut account = ConnectedAccount::new(key, token, name);
+        if let Some(handle) = &channel.custom_url {
+            account = account.with_username(handle.trim_start_matches('@'));
         }
-        Err(e)
+        Ok(vec![account])
     }
 }
 
@@ -267,8 +188,8 @@ impl TokenRefresher for YouTubeConnector {
         Ok(token.merge_refreshed(fresh))
     }
 
-    async fn revoke(&self, _key: &AccountKey, token: &Token) -> Result<()> {
-        let t = token.refresh_token.as_ref().unwrap_or(&token.access_token);
-        self.revoke_token(t).await
+    /// Revokes the grant at Google (revoking either token of a grant ends the whole grant).
+    async fn revoke(&self, key: &AccountKey, token: &Token) -> Result<()> {
+        self.oauth.revoke(key, token).await
     }
 }

@@ -8,9 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::CONTENT_TYPE;
-use secrecy::SecretString;
-use socialpub_core::clock::{Clock, SystemClock};
-use socialpub_core::http::ChunkReader;
+use socialpub_core::http::{Call, ChunkReader};
 use socialpub_core::publish::RemotePost;
 use socialpub_core::{
     Capabilities, Error, ErrorKind, LookupOutcome, Media, MediaKind, Platform, Post,
@@ -18,8 +16,7 @@ use socialpub_core::{
 };
 
 use crate::api::{
-    Api, Auth, ChannelResource, InsertSnippet, InsertStatus, ListResponse, PlaylistItem, Video,
-    VideoInsert,
+    ChannelResource, InsertSnippet, InsertStatus, ListResponse, PlaylistItem, Video, VideoInsert,
 };
 use crate::config::YouTubeConfig;
 use crate::upload::{self, Checkpoint, SessionState, UploadRequest};
@@ -52,13 +49,13 @@ const LIST_LAG: chrono::Duration = chrono::Duration::minutes(10);
 /// ```
 #[derive(Clone)]
 pub struct YouTubePublisher {
-    api: Api,
+    config: Arc<YouTubeConfig>,
 }
 
 impl fmt::Debug for YouTubePublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("YouTubePublisher")
-            .field("config", &self.api.config)
+            .field("config", &self.config)
             .finish()
     }
 }
@@ -68,22 +65,17 @@ impl YouTubePublisher {
     /// publish context.
     pub fn new(config: YouTubeConfig) -> Self {
         YouTubePublisher {
-            api: Api {
-                config: Arc::new(config),
-                clock: Arc::new(SystemClock),
-            },
+            config: Arc::new(config),
         }
-    }
-
-    /// Uses `clock` for `publishAt` checks, quota reset times and lookups.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.api.clock = clock;
-        self
     }
 
     /// The configuration.
     pub fn config(&self) -> &YouTubeConfig {
-        &self.api.config
+        &self.config
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.config.api.clock().now()
     }
 
     fn metadata(post: &Post, options: &YouTubeOptions) -> VideoInsert {
@@ -153,52 +145,44 @@ impl YouTubePublisher {
         }
         let data: Bytes = reader.read_at(0, MAX_THUMBNAIL_BYTES as usize).await?;
         let mime = image.mime_or_default().to_owned();
-        let mut url = self.api.config.upload_url("thumbnails/set")?;
+        let mut url = self.config.upload_url("thumbnails/set")?;
         url.query_pairs_mut()
             .append_pair("videoId", video_id)
             .append_pair("uploadType", "media");
-        let http = self.api.config.http.clone();
-        let build = move |_: &SecretString| {
-            http.post(url.clone())
-                .header(CONTENT_TYPE, mime.as_str())
-                .body(data.clone())
-        };
-        self.api
-            .send_idempotent(&Auth::Ctx(ctx), "thumbnails.set", &build)
+        self.config
+            .api
+            .send(ctx.into(), &Call::idempotent("thumbnails.set"), |http| {
+                http.post(url.clone())
+                    .header(CONTENT_TYPE, mime.as_str())
+                    .body(data.clone())
+            })
             .await?;
         Ok(())
     }
 
     async fn list_video(&self, ctx: &PublishContext, id: &str) -> Result<Option<Video>> {
-        let url = self.api.config.data_url("videos")?;
-        let http = self.api.config.http.clone();
-        let id = id.to_owned();
-        let build = move |_: &SecretString| {
-            http.get(url.clone()).query(&[
-                ("part", "snippet,status,processingDetails"),
-                ("id", id.as_str()),
-            ])
-        };
-        let answer = self
+        let url = self.config.data_url("videos")?;
+        let list: ListResponse<Video> = self
+            .config
             .api
-            .send_idempotent(&Auth::Ctx(ctx), "videos.list", &build)
+            .send_json(ctx.into(), &Call::idempotent("videos.list"), |http| {
+                http.get(url.clone())
+                    .query(&[("part", "snippet,status,processingDetails"), ("id", id)])
+            })
             .await?;
-        let list: ListResponse<Video> = answer.json("videos.list")?;
         Ok(list.items.into_iter().next())
     }
 
     async fn uploads_playlist(&self, ctx: &PublishContext) -> Result<String> {
-        let url = self.api.config.data_url("channels")?;
-        let http = self.api.config.http.clone();
-        let build = move |_: &SecretString| {
-            http.get(url.clone())
-                .query(&[("part", "contentDetails"), ("mine", "true")])
-        };
-        let answer = self
+        let url = self.config.data_url("channels")?;
+        let list: ListResponse<ChannelResource> = self
+            .config
             .api
-            .send_idempotent(&Auth::Ctx(ctx), "channels.list", &build)
+            .send_json(ctx.into(), &Call::idempotent("channels.list"), |http| {
+                http.get(url.clone())
+                    .query(&[("part", "contentDetails"), ("mine", "true")])
+            })
             .await?;
-        let list: ListResponse<ChannelResource> = answer.json("channels.list")?;
         list.items
             .into_iter()
             .next()
@@ -243,31 +227,28 @@ impl YouTubePublisher {
         ctx: &PublishContext,
         session: &SessionState,
     ) -> Result<SessionAnswer> {
-        let uri = session.session_uri.clone();
-        let total = session.total;
-        let http = self.api.config.http.clone();
-        let build = move |_: &SecretString| {
-            http.put(uri.as_str())
-                .header(reqwest::header::CONTENT_RANGE, format!("bytes */{total}"))
-                .header(reqwest::header::CONTENT_LENGTH, "0")
-                .body(Bytes::new())
-        };
-        let attempt = || async {
-            match self
-                .api
-                .send_once(&Auth::Ctx(ctx), "videos.insert.status", &build)
-                .await
-            {
-                Ok(a) => {
-                    let video: Video = a.json("videos.insert.status")?;
-                    Ok(SessionAnswer::Complete(Box::new(video)))
-                }
-                Err(e) if e.status() == Some(308) => Ok(SessionAnswer::Incomplete),
-                Err(e) if matches!(e.status(), Some(404 | 410)) => Ok(SessionAnswer::Gone),
-                Err(e) => Err(e),
-            }
-        };
-        self.api.config.retry.run(attempt).await
+        let answer = self
+            .config
+            .api
+            .send(
+                ctx.into(),
+                &Call::idempotent("videos.insert.status").accept(&[308, 404, 410]),
+                |http| {
+                    http.put(session.session_uri.as_str())
+                        .header(
+                            reqwest::header::CONTENT_RANGE,
+                            format!("bytes */{}", session.total),
+                        )
+                        .header(reqwest::header::CONTENT_LENGTH, "0")
+                        .body(Bytes::new())
+                },
+            )
+            .await?;
+        Ok(match answer.status() {
+            308 => SessionAnswer::Incomplete,
+            404 | 410 => SessionAnswer::Gone,
+            _ => SessionAnswer::Complete(Box::new(answer.json()?)),
+        })
     }
 }
 
@@ -384,7 +365,7 @@ impl Publisher for YouTubePublisher {
     }
 
     fn validate(&self, post: &Post) -> ValidationReport {
-        validate_post(post, self.api.clock.now())
+        validate_post(post, self.now())
     }
 
     async fn publish(&self, ctx: &mut PublishContext, post: &Post) -> Result<Receipt> {
@@ -409,7 +390,7 @@ impl Publisher for YouTubePublisher {
             },
             None => {
                 let uploaded = upload::upload(
-                    &self.api,
+                    &self.config,
                     ctx,
                     &mut cp,
                     UploadRequest {
@@ -430,7 +411,7 @@ impl Publisher for YouTubePublisher {
         if let Some(thumb) = &options.thumbnail
             && !cp.thumbnail_done
         {
-            cp.quota_cost += self.api.config.quota.thumbnails_set;
+            cp.quota_cost += self.config.quota.thumbnails_set;
             if let Err(e) = self.set_thumbnail(ctx, &video.id, thumb).await {
                 tracing::warn!(video_id = %video.id, error = %e, "the thumbnail was not set");
                 cp.thumbnail_warning = Some(format!("thumbnail not set: {e}"));
@@ -453,7 +434,7 @@ impl Publisher for YouTubePublisher {
                     out.extra = extra;
                 }
             }
-            None if self.api.clock.now() - receipt.created_at < LIST_LAG => {
+            None if self.now() - receipt.created_at < LIST_LAG => {
                 out.state = RemoteState::Processing;
             }
             None => {
@@ -477,20 +458,22 @@ impl Publisher for YouTubePublisher {
         }
         // No session to ask: look for the video among the channel's recent uploads.
         let playlist = self.uploads_playlist(ctx).await?;
-        let url = self.api.config.data_url("playlistItems")?;
-        let http = self.api.config.http.clone();
-        let build = move |_: &SecretString| {
-            http.get(url.clone()).query(&[
-                ("part", "snippet,contentDetails"),
-                ("playlistId", playlist.as_str()),
-                ("maxResults", "50"),
-            ])
-        };
-        let answer = self
+        let url = self.config.data_url("playlistItems")?;
+        let list: ListResponse<PlaylistItem> = self
+            .config
             .api
-            .send_idempotent(&Auth::Ctx(ctx), "playlistItems.list", &build)
+            .send_json(
+                ctx.into(),
+                &Call::idempotent("playlistItems.list"),
+                |http| {
+                    http.get(url.clone()).query(&[
+                        ("part", "snippet,contentDetails"),
+                        ("playlistId", playlist.as_str()),
+                        ("maxResults", "50"),
+                    ])
+                },
+            )
             .await?;
-        let list: ListResponse<PlaylistItem> = answer.json("playlistItems.list")?;
         let title = post.title.clone().unwrap_or_default();
         // Uploads are listed newest first; allow for clock skew between us and Google.
         let window_start = since - chrono::Duration::minutes(5);
@@ -518,9 +501,9 @@ impl Publisher for YouTubePublisher {
                 return Ok(LookupOutcome::Found(r));
             }
         }
-        let settle = chrono::Duration::from_std(self.api.config.lookup_settle)
+        let settle = chrono::Duration::from_std(self.config.lookup_settle)
             .unwrap_or(chrono::Duration::minutes(2));
-        if self.api.clock.now() - since < settle {
+        if self.now() - since < settle {
             return Ok(LookupOutcome::Unknown {
                 reason: "the upload is too recent for the channel's uploads list to be sure"
                     .to_owned(),
@@ -538,13 +521,14 @@ impl Publisher for YouTubePublisher {
     }
 
     async fn delete(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<()> {
-        let url = self.api.config.data_url("videos")?;
-        let http = self.api.config.http.clone();
-        let id = receipt.remote_id.clone();
-        let build = move |_: &SecretString| http.delete(url.clone()).query(&[("id", id.as_str())]);
+        let url = self.config.data_url("videos")?;
+        let id = receipt.remote_id.as_str();
         match self
+            .config
             .api
-            .send_idempotent(&Auth::Ctx(ctx), "videos.delete", &build)
+            .send(ctx.into(), &Call::idempotent("videos.delete"), |http| {
+                http.delete(url.clone()).query(&[("id", id)])
+            })
             .await
         {
             Ok(_) => Ok(()),

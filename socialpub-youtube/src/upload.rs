@@ -31,16 +31,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use socialpub_core::http::{ChunkReader, transport_error};
+use socialpub_core::http::{Answer, Call, ChunkReader};
 use socialpub_core::publish::Progress;
 use socialpub_core::{Error, ErrorKind, Media, Platform, PublishContext, Result};
 use url::Url;
 
-use crate::api::{Api, Auth, Video, VideoInsert, is_signup_required};
-use crate::error::api_error;
+use crate::api::{Video, VideoInsert};
+use crate::config::YouTubeConfig;
 
 /// The state of an upload kept in the publish checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,8 +135,7 @@ enum Sent {
     Complete(Box<Video>),
     Acknowledged(u64),
     Gone,
-    Unauthorized,
-    /// Worth a status query and another try.
+    /// Worth a status query and another try (or final, when the error is not retryable).
     Retry(Error),
 }
 
@@ -170,12 +168,11 @@ pub(crate) struct Uploaded {
 
 /// Runs (or resumes) the upload of `req`, keeping `cp` current in `ctx`.
 pub(crate) async fn upload(
-    api: &Api,
+    cfg: &YouTubeConfig,
     ctx: &mut PublishContext,
     cp: &mut Checkpoint,
     req: UploadRequest<'_>,
 ) -> Result<Uploaded> {
-    let cfg = api.config.clone();
     let mut reader = ChunkReader::open(&req.media.source, cfg.chunk_size).await?;
     let total = reader.len();
     if total == 0 {
@@ -187,7 +184,7 @@ pub(crate) async fn upload(
     let fp = fingerprint(req.metadata, req.media, total);
 
     let mut up = Upload {
-        api,
+        cfg,
         total,
         mime,
         failures: 0,
@@ -210,16 +207,13 @@ pub(crate) async fn upload(
         }
     }
 
-    let mut token = ctx.access_token().await?;
-    // One refresh per stretch without progress: a second 401 in a row is final.
-    let mut refreshed = false;
     let mut prefetched: Option<socialpub_core::http::Chunk> = None;
     loop {
         let Some(session) = cp.upload.clone() else {
             return Err(Error::internal("upload session lost from the checkpoint"));
         };
         if need_query {
-            match up.query(&session, &token).await {
+            match up.query(ctx, &session).await {
                 Ok(SessionStatus::Complete(video)) => return Ok(Uploaded { video: *video }),
                 Ok(SessionStatus::Incomplete(next)) => {
                     need_query = false;
@@ -235,16 +229,6 @@ pub(crate) async fn upload(
                     tracing::info!("the upload session expired; starting a new one");
                     up.start_session(ctx, cp, &req, &fp).await?;
                     need_query = false;
-                }
-                Err(e) if e.kind() == ErrorKind::Unauthorized => {
-                    if refreshed {
-                        return Err(up.settle(e));
-                    }
-                    token = ctx
-                        .refresh_access_token(&token)
-                        .await
-                        .map_err(|e| up.settle(e))?;
-                    refreshed = true;
                 }
                 Err(e) if e.is_retryable() => {
                     up.back_off(e).await?;
@@ -298,7 +282,7 @@ pub(crate) async fn upload(
         );
         // Read the next chunk while this one is on the wire: two chunks in memory at most.
         let ahead = chunk.end();
-        let put = up.put_chunk(&session, &token, &range, chunk.data);
+        let put = up.put_chunk(ctx, &session, &range, chunk.data);
         let sent = if ahead < total {
             let (sent, next) = tokio::join!(put, reader.chunk_at(ahead));
             // A failed read-ahead is retried (and reported) when the chunk is needed.
@@ -316,7 +300,6 @@ pub(crate) async fn upload(
                 up.maybe_created = false;
                 if next > offset {
                     up.failures = 0;
-                    refreshed = false;
                 } else {
                     up.failures += 1;
                     if up.failures > cfg.max_upload_failures {
@@ -336,26 +319,6 @@ pub(crate) async fn upload(
                 tracing::info!("the upload session expired; starting a new one");
                 up.start_session(ctx, cp, &req, &fp).await?;
             }
-            Sent::Unauthorized => {
-                if refreshed {
-                    return Err(up.settle(
-                        Error::new(
-                            ErrorKind::Unauthorized,
-                            "Google rejected the refreshed access token during the upload",
-                        )
-                        .with_platform(Platform::YouTube)
-                        .with_operation("videos.insert.upload")
-                        .with_status(401),
-                    ));
-                }
-                token = ctx
-                    .refresh_access_token(&token)
-                    .await
-                    .map_err(|e| up.settle(e))?;
-                refreshed = true;
-                // The server may have kept part of the refused chunk: ask before resending.
-                need_query = true;
-            }
             Sent::Retry(e) => {
                 up.back_off(e).await?;
                 need_query = true;
@@ -365,7 +328,7 @@ pub(crate) async fn upload(
 }
 
 struct Upload<'a> {
-    api: &'a Api,
+    cfg: &'a YouTubeConfig,
     total: u64,
     mime: String,
     /// Consecutive failures without progress.
@@ -384,7 +347,7 @@ impl Upload<'_> {
         req: &UploadRequest<'_>,
         fp: &str,
     ) -> Result<()> {
-        let cfg = &self.api.config;
+        let cfg = self.cfg;
         if cp.sessions >= cfg.max_sessions {
             return Err(Error::new(
                 ErrorKind::Transient,
@@ -408,33 +371,25 @@ impl Upload<'_> {
         let body = Bytes::from(serde_json::to_vec(req.metadata)?);
         let total = self.total;
         let mime = self.mime.clone();
-        let http = cfg.http.clone();
-        let build = move |_: &SecretString| {
-            http.post(url.clone())
-                .header(CONTENT_TYPE, "application/json; charset=UTF-8")
-                .header("X-Upload-Content-Length", total.to_string())
-                .header("X-Upload-Content-Type", mime.as_str())
-                .body(body.clone())
-        };
-        let answer = {
-            let auth = Auth::Ctx(ctx);
-            self.api
-                .send_idempotent(&auth, "videos.insert", &build)
-                .await?
-        };
-        let location = answer
-            .headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Platform,
-                    "YouTube started an upload session without a Location header",
-                )
-                .with_platform(Platform::YouTube)
-                .with_operation("videos.insert")
-                .with_status(answer.status)
-            })?;
+        let answer = cfg
+            .api
+            .send((&*ctx).into(), &Call::idempotent("videos.insert"), |http| {
+                http.post(url.clone())
+                    .header(CONTENT_TYPE, "application/json; charset=UTF-8")
+                    .header("X-Upload-Content-Length", total.to_string())
+                    .header("X-Upload-Content-Type", mime.as_str())
+                    .body(body.clone())
+            })
+            .await?;
+        let location = answer.header(LOCATION.as_str()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Platform,
+                "YouTube started an upload session without a Location header",
+            )
+            .with_platform(Platform::YouTube)
+            .with_operation("videos.insert")
+            .with_status(answer.status())
+        })?;
         let session_uri = match Url::parse(location) {
             Ok(u) => u,
             Err(_) => cfg.upload_url("videos")?.join(location).map_err(|e| {
@@ -490,51 +445,38 @@ impl Upload<'_> {
 
     async fn put_chunk(
         &self,
+        ctx: &PublishContext,
         s: &SessionState,
-        token: &SecretString,
         range: &str,
         data: Bytes,
     ) -> Sent {
-        let cfg = &self.api.config;
-        let resp = cfg
-            .http
-            .put(s.session_uri.as_str())
-            .bearer_auth(token.expose_secret())
-            .header(CONTENT_TYPE, self.mime.as_str())
-            .header(CONTENT_RANGE, range)
-            .timeout(cfg.chunk_timeout)
-            .body(data)
-            .send()
+        let call = Call::once("videos.insert.upload")
+            .timeout(self.cfg.chunk_timeout)
+            .accept(&[308, 404, 410]);
+        let sent = self
+            .cfg
+            .api
+            .send(ctx.into(), &call, |http| {
+                http.put(s.session_uri.as_str())
+                    .header(CONTENT_TYPE, self.mime.as_str())
+                    .header(CONTENT_RANGE, range)
+                    .body(data.clone())
+            })
             .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                return Sent::Retry(transport_error(
-                    e,
-                    Platform::YouTube,
-                    "videos.insert.upload",
-                    false,
-                ));
-            }
-        };
-        self.read_answer(resp, "videos.insert.upload").await
+        match sent {
+            Ok(answer) => self.read_answer(&answer),
+            Err(e) => Sent::Retry(e),
+        }
     }
 
-    async fn read_answer(&self, resp: reqwest::Response, op: &'static str) -> Sent {
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if status == 308 {
-            return match next_offset(&headers) {
+    fn read_answer(&self, answer: &Answer) -> Sent {
+        match answer.status() {
+            308 => match next_offset(answer.headers()) {
                 Ok(n) => Sent::Acknowledged(n),
                 Err(e) => Sent::Retry(e),
-            };
-        }
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => return Sent::Retry(transport_error(e, Platform::YouTube, op, false)),
-        };
-        match status {
-            200 | 201 => match serde_json::from_str::<Video>(&body) {
+            },
+            404 | 410 => Sent::Gone,
+            status => match answer.json::<Video>() {
                 Ok(v) if !v.id.is_empty() => Sent::Complete(Box::new(v)),
                 _ => Sent::Retry(
                     Error::new(
@@ -542,43 +484,30 @@ impl Upload<'_> {
                         "the upload finished but the answer has no video id",
                     )
                     .with_platform(Platform::YouTube)
-                    .with_operation(op)
+                    .with_operation("videos.insert.upload")
                     .with_status(status)
-                    .with_body(&body),
+                    .with_body(answer.body()),
                 ),
             },
-            404 | 410 => Sent::Gone,
-            401 if !is_signup_required(&body) => Sent::Unauthorized,
-            _ => {
-                // Non-retryable errors end the upload in `back_off`.
-                Sent::Retry(api_error(op, status, &headers, &body, self.api.clock.now()))
-            }
         }
     }
 
-    async fn query(&self, s: &SessionState, token: &SecretString) -> Result<SessionStatus> {
-        let cfg = &self.api.config;
-        let resp = cfg
-            .http
-            .put(s.session_uri.as_str())
-            .bearer_auth(token.expose_secret())
-            .header(CONTENT_RANGE, format!("bytes */{}", self.total))
-            .header(CONTENT_LENGTH, "0")
-            .timeout(cfg.request_timeout)
-            .body(Bytes::new())
-            .send()
-            .await
-            .map_err(|e| transport_error(e, Platform::YouTube, "videos.insert.status", false))?;
-        match self.read_answer(resp, "videos.insert.status").await {
+    async fn query(&self, ctx: &PublishContext, s: &SessionState) -> Result<SessionStatus> {
+        let call = Call::once("videos.insert.status").accept(&[308, 404, 410]);
+        let answer = self
+            .cfg
+            .api
+            .send(ctx.into(), &call, |http| {
+                http.put(s.session_uri.as_str())
+                    .header(CONTENT_RANGE, format!("bytes */{}", self.total))
+                    .header(CONTENT_LENGTH, "0")
+                    .body(Bytes::new())
+            })
+            .await?;
+        match self.read_answer(&answer) {
             Sent::Complete(v) => Ok(SessionStatus::Complete(v)),
             Sent::Acknowledged(n) => Ok(SessionStatus::Incomplete(n)),
             Sent::Gone => Ok(SessionStatus::Gone),
-            Sent::Unauthorized => Err(Error::new(
-                ErrorKind::Unauthorized,
-                "Google rejected the access token on the upload status query",
-            )
-            .with_platform(Platform::YouTube)
-            .with_status(401)),
             Sent::Retry(e) => Err(e),
         }
     }
@@ -588,20 +517,20 @@ impl Upload<'_> {
         if !e.is_retryable() {
             return Err(self.settle(e));
         }
-        let cfg = &self.api.config;
+        let cfg = self.cfg;
+        let retry = cfg.api.retry();
         self.failures += 1;
         if self.failures > cfg.max_upload_failures {
             return Err(self.settle(e));
         }
         let wait = match e.retry_after() {
-            Some(w) if w > cfg.retry.max_wait => return Err(self.settle(e)),
+            Some(w) if w > retry.max_wait => return Err(self.settle(e)),
             Some(w) => w,
             None => {
-                let exp = cfg
-                    .retry
+                let exp = retry
                     .min_delay
                     .saturating_mul(1u32 << self.failures.min(16))
-                    .min(cfg.retry.max_delay);
+                    .min(retry.max_delay);
                 let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
                 Duration::from_millis(rand::rng().random_range(0..=ms))
             }

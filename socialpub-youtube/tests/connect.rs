@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use secrecy::ExposeSecret;
-use socialpub_core::auth::{Token, TokenStore};
+use socialpub_core::auth::{Connector, Token, TokenStore};
 use socialpub_core::{ErrorKind, Platform};
 use socialpub_youtube::mock::YouTubeMock;
 use socialpub_youtube::{SCOPE_READONLY, SCOPE_UPLOAD, YouTubeConnector};
@@ -45,15 +45,17 @@ async fn connects_a_channel_with_offline_access_and_pkce() {
 
     let cb = consent(&req.url).await;
     assert_eq!(cb["state"], req.state);
-    let connected = e
+    let mut connected = e
         .connector
         .complete(&cb["code"], &cb["state"])
         .await
         .expect("complete");
-    assert_eq!(connected.account.tenant, "acme");
-    assert_eq!(connected.account.platform, Platform::YouTube);
-    assert_eq!(connected.account.account_id, YouTubeMock::DEFAULT_CHANNEL);
-    assert_eq!(connected.channel.title.as_deref(), Some("Mock Channel"));
+    assert_eq!(connected.len(), 1);
+    let connected = connected.remove(0);
+    assert_eq!(connected.key.tenant, "acme");
+    assert_eq!(connected.key.platform, Platform::YouTube);
+    assert_eq!(connected.key.account_id, YouTubeMock::DEFAULT_CHANNEL);
+    assert_eq!(connected.name, "Mock Channel");
     assert!(
         connected.token.refresh_token.is_some(),
         "offline access gives a refresh token"
@@ -78,7 +80,7 @@ async fn connects_a_channel_with_offline_access_and_pkce() {
         .complete(&cb["code"], &cb["state"])
         .await
         .expect("relink");
-    assert!(relinked.token.refresh_token.is_some());
+    assert!(relinked[0].token.refresh_token.is_some());
 }
 
 #[tokio::test]
@@ -182,7 +184,8 @@ async fn disconnect_revokes_the_grant() {
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
     // Revoking again is not an error.
     e.connector
-        .revoke_token(&secrecy::SecretString::from(e.refresh.clone()))
+        .oauth()
+        .revoke_token(&secrecy::SecretString::from(e.refresh.clone()), None)
         .await
         .expect("already revoked is fine");
 }

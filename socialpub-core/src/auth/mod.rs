@@ -1,6 +1,7 @@
 //! Accounts, tokens and OAuth: [`Token`], [`AccountKey`], token stores (plain and encrypted),
 //! the refreshing [`TokenManager`], and the OAuth connect helpers in [`oauth`].
 
+mod connect;
 mod crypto;
 mod manager;
 pub mod oauth;
@@ -11,11 +12,14 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+pub use connect::{ConnectedAccount, Connector};
 pub use crypto::{EncryptedTokenStore, EncryptionKey, KeyRing};
 pub use manager::{TokenManager, TokenManagerBuilder, TokenRefresher};
+/// Secrets (tokens, client secrets) are `secrecy`'s `SecretString`: never shown by `Debug`.
+pub use secrecy::SecretString;
 pub use store::{MemorySealedStore, MemoryTokenStore, SealedToken, SealedTokenStore, TokenStore};
 
 use crate::error::Result;

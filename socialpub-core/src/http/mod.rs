@@ -1,16 +1,25 @@
-//! HTTP plumbing shared by the adapters: classification of transport failures, retry with
-//! backoff for idempotent steps only, rate-limit headers, chunked reading of media, and request
-//! spans with secrets redacted.
+//! HTTP plumbing shared by the adapters: the [`ApiClient`] every request goes through, the
+//! [`Dialect`] an adapter supplies and the one error mapping it feeds, classification of
+//! transport failures, retry with backoff for idempotent steps only, rate-limit headers,
+//! chunked reading of media, and request spans with secrets redacted.
 
 mod chunk;
+mod client;
+mod dialect;
 mod ratelimit;
 mod retry;
+mod settings;
 
 use std::time::Duration;
 
 pub use chunk::{Chunk, ChunkReader};
-pub use ratelimit::{RateLimit, Window};
+pub use client::{Answer, ApiClient, Bearer, Call};
+pub use dialect::{
+    Classified, Dialect, GenericDialect, RawAnswer, error_from_answer, header_str, kind_for_status,
+};
+pub use ratelimit::{RateLimit, Window, parse_retry_after};
 pub use retry::{RetryPolicy, commit};
+pub use settings::ClientSettings;
 
 use crate::error::{Error, ErrorKind};
 use crate::platform::Platform;
@@ -86,35 +95,4 @@ pub fn request_span(
         method,
         url = %crate::redact::redact_url(url),
     )
-}
-
-/// The request id a platform put in a response's headers, if any.
-pub fn request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    [
-        "x-request-id",
-        "x-transaction-id",
-        "x-fb-trace-id",
-        "x-fb-request-id",
-        "x-guploader-uploadid",
-        "x-li-uuid",
-        "x-tt-logid",
-    ]
-    .iter()
-    .find_map(|h| {
-        headers
-            .get(*h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
-/// Classifies an HTTP status when the body gave nothing more specific: 401 unauthorized,
-/// 429 rate limited, 408 and 5xx transient, other 4xx a permanent refusal.
-pub fn kind_for_status(status: u16) -> ErrorKind {
-    match status {
-        401 => ErrorKind::Unauthorized,
-        429 => ErrorKind::RateLimited,
-        408 | 500..=599 => ErrorKind::Transient,
-        _ => ErrorKind::Platform,
-    }
 }

@@ -1,4 +1,6 @@
-//! Rate-limit headers in their common shapes, parsed into one [`RateLimit`].
+//! One [`RateLimit`] type for every platform. Core parses only the generic headers (the IETF
+//! `ratelimit-*` draft and `Retry-After`); each adapter's [`super::Dialect`] adds its platform's
+//! own headers with the helpers here.
 
 use std::time::Duration;
 
@@ -18,6 +20,29 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window of headers `{prefix}-limit`, `{prefix}-remaining` and `{prefix}-reset`, the
+    /// reset in epoch seconds (X's `x-rate-limit-*`); `None` when none is present.
+    pub fn from_epoch_headers(h: &HeaderMap, prefix: &str) -> Option<Window> {
+        let w = Window {
+            limit: header_u64(h, &format!("{prefix}-limit")),
+            remaining: header_u64(h, &format!("{prefix}-remaining")),
+            reset_at: header_u64(h, &format!("{prefix}-reset")).and_then(epoch),
+        };
+        (!w.is_empty()).then_some(w)
+    }
+
+    /// The window of headers `{prefix}-limit`, `{prefix}-remaining` and `{prefix}-reset`, the
+    /// reset in seconds from `now` (the IETF draft's `ratelimit-*`); `None` when none is present.
+    pub fn from_delta_headers(h: &HeaderMap, prefix: &str, now: DateTime<Utc>) -> Option<Window> {
+        let w = Window {
+            limit: header_u64(h, &format!("{prefix}-limit")),
+            remaining: header_u64(h, &format!("{prefix}-remaining")),
+            reset_at: header_u64(h, &format!("{prefix}-reset"))
+                .map(|s| now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(0))),
+        };
+        (!w.is_empty()).then_some(w)
+    }
+
     fn is_empty(&self) -> bool {
         self.limit.is_none() && self.remaining.is_none() && self.reset_at.is_none()
     }
@@ -28,13 +53,10 @@ impl Window {
     }
 }
 
-/// What a response's headers say about rate limits.
-///
-/// Understands `x-rate-limit-{limit,remaining,reset}` (X; reset in epoch seconds), the IETF
-/// draft `ratelimit-{limit,remaining,reset}` (reset in seconds from now),
-/// `x-user-limit-24hour-*` and `x-app-limit-24hour-*` (X's daily caps), `Retry-After` (seconds or
-/// an HTTP date) and Meta's `x-app-usage` / `x-business-use-case-usage` (percent of quota used,
-/// and the time to regain access).
+/// What a response's headers say about rate limits: an endpoint window, per-user and per-app
+/// daily windows, a requested wait, and a usage percentage (platforms that report quota use as a
+/// percent). [`RateLimit::from_headers`] reads the generic headers; adapters add the rest with
+/// the `with_*` methods.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RateLimit {
@@ -58,17 +80,8 @@ fn epoch(secs: u64) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(i64::try_from(secs).ok()?, 0).single()
 }
 
-fn window_epoch(h: &HeaderMap, prefix: &str) -> Option<Window> {
-    let w = Window {
-        limit: header_u64(h, &format!("{prefix}-limit")),
-        remaining: header_u64(h, &format!("{prefix}-remaining")),
-        reset_at: header_u64(h, &format!("{prefix}-reset")).and_then(epoch),
-    };
-    (!w.is_empty()).then_some(w)
-}
-
 /// Parses `Retry-After`: delay seconds, or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -77,87 +90,52 @@ pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Durat
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
-fn meta_usage(h: &HeaderMap) -> (Option<f64>, Option<Duration>) {
-    let mut max: Option<f64> = None;
-    let mut regain: Option<Duration> = None;
-    let mut see = |v: &serde_json::Value| {
-        for key in [
-            "call_count",
-            "total_time",
-            "total_cputime",
-            "acc_id_util_pct",
-        ] {
-            if let Some(p) = v.get(key).and_then(serde_json::Value::as_f64) {
-                max = Some(max.map_or(p, |m: f64| m.max(p)));
-            }
-        }
-        if let Some(m) = v
-            .get("estimated_time_to_regain_access")
-            .and_then(serde_json::Value::as_u64)
-            && m > 0
-        {
-            let d = Duration::from_secs(m * 60);
-            regain = Some(regain.map_or(d, |r: Duration| r.max(d)));
-        }
-    };
-    for name in ["x-app-usage", "x-ad-account-usage"] {
-        if let Some(v) = h
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-        {
-            see(&v);
-        }
-    }
-    for name in ["x-business-use-case-usage", "x-page-usage"] {
-        if let Some(v) = h
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-        {
-            match &v {
-                serde_json::Value::Object(m)
-                    if m.values().all(|x| x.is_array()) && !m.is_empty() =>
-                {
-                    for entries in m.values() {
-                        for e in entries.as_array().into_iter().flatten() {
-                            see(e);
-                        }
-                    }
-                }
-                other => see(other),
-            }
-        }
-    }
-    (max, regain)
-}
-
 impl RateLimit {
-    /// Parses `headers`, reading relative times against `now`.
+    /// Reads the generic headers of `headers`: the IETF draft's `ratelimit-{limit,remaining,
+    /// reset}` (reset in seconds from now) and `Retry-After` (seconds or an HTTP date), relative
+    /// times against `now`.
     pub fn from_headers(headers: &HeaderMap, now: DateTime<Utc>) -> RateLimit {
-        let mut window = window_epoch(headers, "x-rate-limit");
-        if window.is_none() {
-            let w = Window {
-                limit: header_u64(headers, "ratelimit-limit"),
-                remaining: header_u64(headers, "ratelimit-remaining"),
-                reset_at: header_u64(headers, "ratelimit-reset")
-                    .map(|s| now + chrono::Duration::seconds(i64::try_from(s).unwrap_or(0))),
-            };
-            window = (!w.is_empty()).then_some(w);
-        }
-        let (usage_percent, regain) = meta_usage(headers);
-        let retry_after = headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now))
-            .or(regain);
         RateLimit {
-            window,
-            user_day: window_epoch(headers, "x-user-limit-24hour"),
-            app_day: window_epoch(headers, "x-app-limit-24hour"),
-            retry_after,
-            usage_percent,
+            window: Window::from_delta_headers(headers, "ratelimit", now),
+            retry_after: headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now)),
+            ..RateLimit::default()
         }
+    }
+
+    /// Sets the endpoint window, when there is one.
+    pub fn with_window(mut self, window: Option<Window>) -> Self {
+        self.window = window.or(self.window);
+        self
+    }
+
+    /// Sets the per-user daily window, when there is one.
+    pub fn with_user_day(mut self, window: Option<Window>) -> Self {
+        self.user_day = window.or(self.user_day);
+        self
+    }
+
+    /// Sets the per-app daily window, when there is one.
+    pub fn with_app_day(mut self, window: Option<Window>) -> Self {
+        self.app_day = window.or(self.app_day);
+        self
+    }
+
+    /// Sets the requested wait, when there is one and none was read yet.
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        self.retry_after = self.retry_after.or(wait);
+        self
+    }
+
+    /// Sets the usage percentage, when there is one (the highest wins).
+    pub fn with_usage_percent(mut self, percent: Option<f64>) -> Self {
+        self.usage_percent = match (self.usage_percent, percent) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self
     }
 
     /// Whether any limit was reported.
@@ -189,8 +167,8 @@ impl RateLimit {
             .max()
     }
 
-    /// Whether the caller should pause: a window is exhausted, or Meta usage is at or above
-    /// `threshold` percent.
+    /// Whether the caller should pause: a window is exhausted, or the reported usage is at or
+    /// above `threshold` percent.
     pub fn should_pause(&self, threshold: f64) -> bool {
         self.reset_at_exhausted().is_some() || self.usage_percent.is_some_and(|p| p >= threshold)
     }
@@ -213,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn x_headers() {
+    fn epoch_windows_for_adapters() {
         let now = Utc.timestamp_opt(1_700_000_000, 0).single().expect("t");
         let h = headers(&[
             ("x-rate-limit-limit", "300"),
@@ -223,9 +201,15 @@ mod tests {
             ("x-user-limit-24hour-remaining", "16"),
             ("x-user-limit-24hour-reset", "1700050000"),
         ]);
-        let r = RateLimit::from_headers(&h, now);
+        let generic = RateLimit::from_headers(&h, now);
+        assert!(generic.is_empty(), "core reads no platform headers");
+        let r = generic
+            .with_window(Window::from_epoch_headers(&h, "x-rate-limit"))
+            .with_user_day(Window::from_epoch_headers(&h, "x-user-limit-24hour"))
+            .with_app_day(Window::from_epoch_headers(&h, "x-app-limit-24hour"));
         assert_eq!(r.window.and_then(|w| w.remaining), Some(0));
         assert_eq!(r.user_day.and_then(|w| w.limit), Some(17));
+        assert!(r.app_day.is_none());
         assert_eq!(r.wait(now), Some(Duration::from_secs(90)));
         assert!(r.should_pause(90.0));
     }
@@ -245,27 +229,23 @@ mod tests {
     }
 
     #[test]
-    fn ietf_and_meta() {
+    fn ietf_draft_and_usage() {
         let now = Utc::now();
         let r = RateLimit::from_headers(
             &headers(&[
                 ("ratelimit-limit", "10"),
                 ("ratelimit-remaining", "0"),
                 ("ratelimit-reset", "30"),
-                (
-                    "x-app-usage",
-                    r#"{"call_count":91,"total_time":5,"total_cputime":2}"#,
-                ),
-                (
-                    "x-business-use-case-usage",
-                    r#"{"123":[{"type":"pages","call_count":100,"total_cputime":1,"total_time":1,"estimated_time_to_regain_access":2}]}"#,
-                ),
             ]),
             now,
         );
-        assert_eq!(r.usage_percent, Some(100.0));
-        assert_eq!(r.retry_after, Some(Duration::from_secs(120)));
         assert!(r.window.is_some_and(|w| w.exhausted()));
+        assert!(!r.should_pause(100.0) || r.reset_at_exhausted().is_some());
+        let r = r
+            .with_usage_percent(Some(91.0))
+            .with_usage_percent(Some(40.0));
+        assert_eq!(r.usage_percent, Some(91.0));
+        assert!(r.should_pause(90.0));
         assert!(RateLimit::from_headers(&HeaderMap::new(), now).is_empty());
     }
 }
