@@ -110,6 +110,6 @@ async fn schedule_cancel_post_status_export_disconnect() {
             .expect("list")
             .is_empty()
     );
-    assert!(x.calls("oauth2.revoke") >= 1);
+    assert!(x.calls("oauth.revoke") >= 1);
     app.store.close().await;
 }

@@ -31,7 +31,7 @@ async fn x_publisher_passes_core_conformance() {
         valid_post: Post::new("conformance: a valid post").with_media(png(2000, 1)),
         invalid_post: Post::new("字".repeat(200)),
         requests: mock.request_counter(),
-        creates: mock.create_counter(),
+        creates: mock.kit().log().call_counter("tweets.create"),
         secrets: vec![access, refresh, CLIENT_SECRET.to_owned()],
     }
     .run()

@@ -263,7 +263,7 @@ async fn disconnect_revokes_the_grant() {
             .await
             .expect("disconnected")
     );
-    assert_eq!(mock.calls("oauth2.revoke"), 1);
+    assert_eq!(mock.calls("oauth.revoke"), 1);
     // The grant is gone at X: both tokens fail.
     let e = connector
         .refresh(&connected.key, &connected.token)

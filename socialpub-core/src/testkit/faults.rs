@@ -1,6 +1,7 @@
-//! Fault injection for the adapters' mock servers: fail, delay or drop the next N calls of an
-//! endpoint. Every adapter mock takes a [`FaultPlan`] so users inject faults the same way on
-//! every platform.
+//! Fault injection for the adapters' mock servers: fail, throttle, delay or drop the next N
+//! calls of an endpoint, or expire the token they carry. Every adapter mock takes a
+//! [`FaultPlan`], applied by the mock kit's one fault layer, so users inject faults the same way
+//! on every platform and each fault means the same everywhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Answer with this status (and body, and headers) instead of handling the call.
+    /// Answer with this status (and body, and headers) instead of handling the call: the
+    /// platform did nothing.
     Status {
         /// The HTTP status.
         status: u16,
@@ -24,9 +26,19 @@ pub enum Fault {
     /// Handle the call, then wait this long before answering: the platform acted, the client
     /// timed out (the commit-timeout case).
     DelayAfter(Duration),
-    /// Drop the connection without an answer (after reading part of an upload, where the
-    /// mock supports it).
+    /// The connection breaks mid-request: about half the request body arrives, the platform
+    /// acts on what arrived (a JSON body cut in half creates nothing; an upload keeps the
+    /// bytes it received), and no answer is sent. A request without a body is not handled.
     Drop,
+    /// Throttle the call: the platform's rate-limit answer, with headers saying to wait this
+    /// long. The platform did nothing.
+    RateLimit(Duration),
+    /// The access token the call carries expires just before it is handled, so it is refused
+    /// as unauthorized (a token that lapsed in flight).
+    ExpireToken,
+    /// No fault: the call is handled normally. Queue some before a fault to aim it at a later
+    /// call ([`FaultPlan::pass_next`]).
+    Pass,
 }
 
 /// Faults queued per endpoint name (each mock documents its endpoint names).
@@ -94,6 +106,24 @@ impl FaultPlan {
         for _ in 0..n {
             self.push(endpoint, Fault::Drop);
         }
+    }
+
+    /// The next `n` calls of `endpoint` are handled normally: faults queued after aim at later
+    /// calls (the third segment, say).
+    pub fn pass_next(&self, endpoint: &str, n: usize) {
+        for _ in 0..n {
+            self.push(endpoint, Fault::Pass);
+        }
+    }
+
+    /// The next call of `endpoint` is throttled for `wait`.
+    pub fn rate_limit_next(&self, endpoint: &str, wait: Duration) {
+        self.push(endpoint, Fault::RateLimit(wait));
+    }
+
+    /// The token of the next call of `endpoint` expires just before it is handled.
+    pub fn expire_token_next(&self, endpoint: &str) {
+        self.push(endpoint, Fault::ExpireToken);
     }
 
     /// Takes the next fault queued for `endpoint`, if any. Mocks call this per request.
