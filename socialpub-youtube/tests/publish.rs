@@ -10,7 +10,6 @@ use chrono::Utc;
 use common::{CHUNK, env, with_options};
 use secrecy::SecretString;
 use socialpub_core::auth::StaticToken;
-use socialpub_core::testkit::conformance::PublisherSuite;
 use socialpub_core::{
     ErrorKind, LookupOutcome, Media, MediaKind, MediaSource, Post, Publisher, RemoteState,
 };
@@ -482,31 +481,6 @@ async fn a_channelless_account_cannot_upload() {
         .expect_err("no channel");
     assert_eq!(err.kind(), ErrorKind::ReauthRequired);
     assert_eq!(err.code(), Some("youtubeSignupRequired"));
-}
-
-#[tokio::test]
-async fn passes_the_core_conformance_suite() {
-    let e = env().await;
-    let (valid, _) = e.post(2 * CHUNK + 10).await;
-    let invalid = Post::new("no title").with_media(valid.media[0].clone());
-    let m1 = e.mock.clone();
-    let m2 = e.mock.clone();
-    PublisherSuite {
-        publisher: Arc::new(e.publisher.clone()),
-        account: e.account.clone(),
-        tokens: Arc::new(StaticToken(SecretString::from(e.access.clone()))),
-        valid_post: valid,
-        invalid_post: invalid,
-        requests: Arc::new(move || m1.requests()),
-        creates: Arc::new(move || m2.creates()),
-        secrets: vec![
-            e.access.clone(),
-            e.refresh.clone(),
-            YouTubeMock::CLIENT_SECRET.to_owned(),
-        ],
-    }
-    .run()
-    .await;
 }
 
 #[tokio::test]

@@ -1,6 +1,11 @@
-//! Conformance suites: the behaviour every [`Publisher`] and [`TokenStore`] promises, checked
-//! the same way for every implementation. Each function panics with a clear message on the
-//! first broken promise, so call them from `#[tokio::test]`s.
+//! Conformance suites: the behaviour every [`Publisher`](crate::Publisher) and [`TokenStore`] promises, checked
+//! the same way for every implementation. Each panics with a clear message on the first broken
+//! promise, so call them from `#[tokio::test]`s. [`PublisherSuite`] runs a publisher against
+//! its mock through every fault class.
+
+mod publisher;
+
+pub use publisher::{PostFactory, PublisherSuite, UploadCase};
 
 use std::fmt::{Debug, Display};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,11 +14,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::auth::{AccessTokens, AccountKey, Token, TokenStore};
+use crate::auth::{AccountKey, Token, TokenStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform::Platform;
-use crate::post::Post;
-use crate::publish::{PublishContext, PublishJournal, Publisher};
+use crate::publish::PublishJournal;
 
 /// Panics if the `Debug` output of `value` contains any of `secrets`.
 pub fn assert_debug_hides(value: &dyn Debug, secrets: &[&str]) {
@@ -197,119 +201,5 @@ impl PublishJournal for RecordingJournal {
             c.push(checkpoint.clone());
         }
         Ok(())
-    }
-}
-
-/// Everything the [`Publisher`] suite needs: the publisher (pointed at a mock), an account the
-/// mock knows, tokens for it, two posts, counters read from the mock, and the secrets that
-/// must never be shown.
-pub struct PublisherSuite {
-    /// The publisher under test, configured against a mock server.
-    pub publisher: Arc<dyn Publisher>,
-    /// An account the mock accepts.
-    pub account: AccountKey,
-    /// Tokens for that account.
-    pub tokens: Arc<dyn AccessTokens>,
-    /// A post the platform accepts (published once by the suite).
-    pub valid_post: Post,
-    /// A post that breaks at least one rule.
-    pub invalid_post: Post,
-    /// Every request the mock has received so far.
-    pub requests: CreateCounter,
-    /// Create requests (the commit) the mock has received so far.
-    pub creates: CreateCounter,
-    /// Strings that must never appear in Debug output or errors (tokens, client secret).
-    pub secrets: Vec<String>,
-}
-
-impl PublisherSuite {
-    fn ctx(&self, journal: Arc<dyn PublishJournal>) -> PublishContext {
-        PublishContext::new(self.account.clone(), self.tokens.clone()).with_journal(journal)
-    }
-
-    /// Runs every check, in order:
-    /// 1. capabilities describe the publisher's platform;
-    /// 2. `validate` reports the invalid post, sends no request, and `publish` of it fails with
-    ///    [`ErrorKind::Validation`] before any request;
-    /// 3. when the commit point fails, `publish` returns that error and sends no create;
-    /// 4. a valid post publishes, calling the commit point before the first create;
-    /// 5. the publisher's `Debug` and every error above hide the secrets.
-    pub async fn run(self) {
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        let p = &self.publisher;
-        assert_eq!(
-            p.capabilities().platform,
-            p.platform(),
-            "capabilities name the publisher's platform"
-        );
-        assert_debug_hides(p, &secrets);
-
-        // 2. validation is local and complete.
-        let before = (self.requests)();
-        let report = p.validate(&self.invalid_post);
-        assert!(!report.is_ok(), "the invalid post must fail validation");
-        assert!(
-            p.validate(&self.valid_post).is_ok(),
-            "the valid post must pass validation: {}",
-            p.validate(&self.valid_post)
-        );
-        let mut ctx = self.ctx(Arc::new(RecordingJournal::new()));
-        let err = p
-            .publish(&mut ctx, &self.invalid_post)
-            .await
-            .expect_err("publishing an invalid post fails");
-        assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
-        assert!(
-            err.validation_report().is_some(),
-            "a validation error carries its report"
-        );
-        assert_error_hides(&err, &secrets);
-        assert_eq!(
-            (self.requests)(),
-            before,
-            "validation and an invalid publish send no request"
-        );
-
-        // 3. a failed commit point sends no create.
-        let creates_before = (self.creates)();
-        let journal = Arc::new(RecordingJournal::failing());
-        let mut ctx = self.ctx(journal);
-        let err = p
-            .publish(&mut ctx, &self.valid_post)
-            .await
-            .expect_err("a failing commit point fails the publish");
-        assert_eq!(
-            err.kind(),
-            ErrorKind::Storage,
-            "the commit point's error is returned: {err}"
-        );
-        assert_error_hides(&err, &secrets);
-        assert_eq!(
-            (self.creates)(),
-            creates_before,
-            "no create request after a failed commit point"
-        );
-
-        // 4. a valid publish calls the commit point before creating.
-        let journal = Arc::new(RecordingJournal::new().watching(self.creates.clone()));
-        let mut ctx = self.ctx(journal.clone());
-        let receipt = p
-            .publish(&mut ctx, &self.valid_post)
-            .await
-            .unwrap_or_else(|e| panic!("the valid post must publish: {e}"));
-        assert!(journal.commit_points() >= 1, "the commit point was called");
-        assert_eq!(
-            journal.creates_at_first_commit(),
-            Some(creates_before),
-            "the commit point comes before the first create request"
-        );
-        assert!(
-            (self.creates)() > creates_before,
-            "publishing sent a create request"
-        );
-        assert!(!receipt.remote_id.is_empty(), "the receipt has the post id");
-        assert_eq!(receipt.platform, p.platform());
-        assert_debug_hides(&receipt, &secrets);
-        assert_debug_hides(&ctx, &secrets);
     }
 }
