@@ -323,7 +323,7 @@ impl Publisher for XPublisher {
 
             // Media X still holds from an earlier attempt are kept; from the first expired one
             // on, they are uploaded again. A session cut off mid-file resumes.
-            let now = Utc::now();
+            let now = self.config.api.clock().now();
             let keep = cp.parts[i]
                 .media
                 .iter()
@@ -353,7 +353,7 @@ impl Publisher for XPublisher {
 
             let body = self.body(post, &options, i, &cp.parts[i].media, previous.as_deref());
             ctx.commit_point().await?;
-            cp.parts[i].sent_at = Some(Utc::now());
+            cp.parts[i].sent_at = Some(self.config.api.clock().now());
             self.save(ctx, &cp).await?;
             let (id, limits) = match self.create(ctx, &body).await {
                 Ok(created) => created,

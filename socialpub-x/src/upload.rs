@@ -112,7 +112,7 @@ impl<'a> Upload<'a> {
             ))
             .with_platform(Platform::X));
         }
-        let now = Utc::now();
+        let now = config.api.clock().now();
         let resumable = previous.filter(|s| {
             s.total == total
                 && s.chunk_size == config.chunk_size
@@ -276,7 +276,7 @@ async fn init(
     media: &Media,
     total: u64,
 ) -> Result<Session> {
-    let started = Utc::now();
+    let started = config.api.clock().now();
     let init_url = config.api("/2/media/upload/initialize")?;
     let init = api::MediaInit {
         media_type: media.mime_or_default().to_owned(),

@@ -1,5 +1,5 @@
-//! Connecting accounts against the mock: PKCE, Basic and public clients, rotation, concurrent
-//! refreshes, revocation.
+//! Connecting accounts against the mock and a wire-exact fake: PKCE, Basic and public clients,
+//! rotation, concurrent refreshes, revocation, and the OAuth rules the mock enforces.
 
 mod common;
 
@@ -8,13 +8,17 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use secrecy::ExposeSecret;
+use serde_json::{Value, json};
 use socialpub_core::auth::{
-    ConnectedAccount, Connector, MemoryTokenStore, TokenManager, TokenRefresher, TokenStore,
+    AccountKey, ConnectedAccount, Connector, MemoryTokenStore, Token, TokenManager, TokenRefresher,
+    TokenStore,
 };
 use socialpub_core::testkit::conformance::{assert_debug_hides, assert_error_hides};
 use socialpub_core::{ErrorKind, Platform};
 use socialpub_x::XConnector;
-use socialpub_x::mock::{CLIENT_SECRET, XMock};
+use socialpub_x::mock::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, XMock};
+use wiremock::matchers::{body_string_contains, header_regex, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use common::*;
 
@@ -291,4 +295,132 @@ async fn disconnect_revokes_the_grant() {
         .revoke(&connected.key, &other)
         .await
         .expect("revoked");
+}
+
+#[tokio::test]
+async fn oauth_is_strict() {
+    let raw = Raw::new().await;
+    let authorize = |method: &str, scope: &str, redirect: &str| {
+        let mut url = raw.mock.base_url().join("i/oauth2/authorize").expect("url");
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", CLIENT_ID)
+            .append_pair("redirect_uri", redirect)
+            .append_pair("scope", scope)
+            .append_pair("state", "s")
+            .append_pair("code_challenge", &"a".repeat(43))
+            .append_pair("code_challenge_method", method);
+        raw.http.get(url).send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(
+            authorize("plain", "tweet.read", REDIRECT_URI)
+                .await
+                .expect("send")
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            authorize("S256", "tweet.read,users.read", REDIRECT_URI)
+                .await
+                .expect("send")
+        ),
+        400,
+        "scopes are space-separated"
+    );
+    assert_eq!(
+        status(
+            authorize("S256", "tweet.read", "http://elsewhere/cb")
+                .await
+                .expect("send")
+        ),
+        400,
+        "the redirect must be registered"
+    );
+    let r = authorize("S256", "tweet.read", REDIRECT_URI)
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 302);
+    let location =
+        url::Url::parse(r.headers()["location"].to_str().expect("location")).expect("url");
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code");
+
+    let token_url = raw.url("/2/oauth2/token");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", "the-wrong-verifier"),
+    ];
+    // No Basic header; a secret in the body; then the wrong verifier.
+    let r = raw
+        .http
+        .post(&token_url)
+        .form(&form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let mut with_secret = form.to_vec();
+    with_secret.push(("client_secret", CLIENT_SECRET));
+    let r = raw
+        .http
+        .post(&token_url)
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&with_secret)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401, "X refuses a secret in the body");
+    let r = raw
+        .http
+        .post(&token_url)
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(b["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn invalid_grant_is_reauth_required() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2/oauth2/token"))
+        .and(header_regex("authorization", "^Basic "))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_grant",
+            "error_description": "The refresh token was revoked."
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let connector = Arc::new(XConnector::new(&wire_config(&server)).expect("connector"));
+    let store = MemoryTokenStore::new();
+    let key = AccountKey::new("t", Platform::X, "42");
+    store
+        .put(
+            &key,
+            &Token::new("old-access")
+                .with_refresh_token("old-refresh")
+                .with_expires_at(Utc::now() - chrono::Duration::minutes(5)),
+        )
+        .await
+        .expect("put");
+    let manager = TokenManager::builder(store)
+        .refresher(connector.clone())
+        .build();
+    let e = manager.access_token_for(&key).await.expect_err("reauth");
+    assert_eq!(e.kind(), ErrorKind::ReauthRequired, "{e}");
+    assert!(!format!("{e:?}").contains("old-refresh"));
 }

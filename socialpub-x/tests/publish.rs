@@ -1,12 +1,18 @@
-//! Publishing against the mock: text, links, threads, polls, quotes, media, reconcile, delete.
+//! Publishing against the mock: text, links, threads, polls, quotes, media, reconcile, delete,
+//! X's own refusals (usage caps, forbidden clients, duplicates) and the post rules the mock
+//! enforces.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Utc;
+use serde_json::json;
 use socialpub_core::post::{Poll, PostPart};
 use socialpub_core::publish::Progress;
+use socialpub_core::testkit::Fault;
+use socialpub_core::testkit::conformance::RecordingJournal;
 use socialpub_core::{AccountKey, ErrorKind, LookupOutcome, Post, Publisher, RemoteState};
 use socialpub_x::mock::XMock;
 use socialpub_x::{ReplySettings, XOptions};
@@ -303,4 +309,236 @@ async fn status_lookup_and_delete() {
     assert!(matches!(gone.state, RemoteState::Failed { .. }), "{gone:?}");
     // Deleting again is fine.
     publisher.delete(&ctx, &receipt).await.expect("idempotent");
+}
+
+#[tokio::test]
+async fn a_thread_resumes_after_a_failed_part() {
+    let (mock, publisher, ctx) = setup().await;
+    let journal = Arc::new(RecordingJournal::new());
+    let mut ctx = ctx.with_journal(journal.clone());
+    let post = Post::new("1/3 resume")
+        .with_thread_part(PostPart {
+            text: "2/3 resume".into(),
+            media: vec![],
+        })
+        .with_thread_part(PostPart {
+            text: "3/3 resume".into(),
+            media: vec![],
+        });
+    // Part 2 fails before X takes it (429 beyond the wait allowed in place).
+    let far = (Utc::now().timestamp() + 3600).to_string();
+    mock.faults()
+        .push("tweets.create", Fault::Delay(Duration::ZERO));
+    mock.faults().fail_next_with(
+        "tweets.create",
+        429,
+        &[
+            ("x-rate-limit-remaining", "0"),
+            ("x-rate-limit-reset", &far),
+        ],
+    );
+    let e = publisher
+        .publish(&mut ctx, &post)
+        .await
+        .expect_err("parked");
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert!(e.retry_after().expect("wait") > Duration::from_secs(3000));
+    assert_eq!(mock.posts().len(), 1);
+    // The scheduler retries later with the saved checkpoint: parts 2 and 3 only.
+    let checkpoint = journal.checkpoints().last().cloned();
+    let mut retry = ctx.clone().with_checkpoint(checkpoint);
+    let lookups = mock.calls("users.tweets");
+    let receipt = publisher.publish(&mut retry, &post).await.expect("resumed");
+    assert_eq!(
+        mock.calls("users.tweets"),
+        lookups,
+        "X refused part 2 outright: nothing to look up before resending it"
+    );
+    let posts = mock.posts();
+    assert_eq!(posts.len(), 3, "no part posted twice");
+    assert_eq!(receipt.parts.len(), 3);
+    assert_eq!(receipt.remote_id, posts[0].id);
+    assert_eq!(posts[1].in_reply_to.as_deref(), Some(posts[0].id.as_str()));
+    assert_eq!(posts[2].in_reply_to.as_deref(), Some(posts[1].id.as_str()));
+}
+
+#[tokio::test]
+async fn rate_limit_waits_for_the_reset() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let reset = (Utc::now().timestamp() + 2).to_string();
+    mock.faults().fail_next_with(
+        "tweets.create",
+        429,
+        &[
+            ("x-rate-limit-limit", "100"),
+            ("x-rate-limit-remaining", "0"),
+            ("x-rate-limit-reset", &reset),
+        ],
+    );
+    mock.faults().fail_next_with(
+        "media.initialize",
+        429,
+        &[
+            ("x-rate-limit-remaining", "0"),
+            ("x-rate-limit-reset", &reset),
+        ],
+    );
+    let started = std::time::Instant::now();
+    publisher
+        .publish(&mut ctx, &Post::new("patience").with_media(png(2000, 2)))
+        .await
+        .expect("published after the reset");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(mock.calls("tweets.create"), 2);
+    assert_eq!(mock.calls("media.initialize"), 2);
+    assert_eq!(mock.posts().len(), 1);
+}
+
+#[tokio::test]
+async fn usage_capped_and_forbidden_clients_are_not_retried() {
+    let (mock, publisher, mut ctx) = setup().await;
+    mock.faults().push(
+        "tweets.create",
+        Fault::Status {
+            status: 429,
+            body: Some(
+                r#"{"title":"UsageCapExceeded","detail":"Usage cap exceeded: Daily user cap","type":"https://api.twitter.com/2/problems/usage-capped","period":"Daily","scope":"Account"}"#
+                    .into(),
+            ),
+            headers: vec![],
+        },
+    );
+    let e = publisher
+        .publish(&mut ctx, &Post::new("capped"))
+        .await
+        .expect_err("capped");
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert_eq!(e.code(), Some("usage-capped"));
+    assert!(e.retry_at().expect("period end") > Utc::now() + chrono::Duration::minutes(1));
+    assert_eq!(mock.calls("tweets.create"), 1);
+
+    mock.faults().push(
+        "media.initialize",
+        Fault::Status {
+            status: 403,
+            body: Some(
+                r#"{"title":"Client Forbidden","detail":"This request must be made using an approved developer account that is enrolled in the requested endpoint.","reason":"client-not-enrolled","registration_url":"https://developer.x.com/","type":"https://api.twitter.com/2/problems/client-forbidden"}"#
+                    .into(),
+            ),
+            headers: vec![],
+        },
+    );
+    let mut fresh = ctx.clone().with_checkpoint(None);
+    let e = publisher
+        .publish(&mut fresh, &Post::new("forbidden").with_media(png(1000, 3)))
+        .await
+        .expect_err("forbidden");
+    assert_eq!(e.kind(), ErrorKind::Configuration);
+    assert_eq!(e.code(), Some("client-not-enrolled"));
+    assert_eq!(mock.calls("media.initialize"), 1);
+}
+
+#[tokio::test]
+async fn posts_are_checked_like_x_checks_them() {
+    let raw = Raw::new().await;
+    let (s, b) = raw
+        .post_json("/2/tweets", json!({"text":"a".repeat(281)}))
+        .await;
+    assert_eq!(s, 403);
+    assert!(b["detail"].as_str().expect("detail").contains("too long"));
+    let (s, _) = raw
+        .post_json("/2/tweets", json!({"text":"字".repeat(140)}))
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = raw
+        .post_json("/2/tweets", json!({"text":"字".repeat(140)}))
+        .await;
+    assert_eq!(s, 403);
+    assert!(
+        b["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("duplicate content")
+    );
+    let (s, _) = raw
+        .post_json(
+            "/2/tweets",
+            json!({"text":"p","poll":{"options":["a"],"duration_minutes":60}}),
+        )
+        .await;
+    assert_eq!(s, 400, "a poll needs two options");
+    let (s, _) = raw
+        .post_json(
+            "/2/tweets",
+            json!({"text":"r","reply":{"in_reply_to_tweet_id":"1"}}),
+        )
+        .await;
+    assert_eq!(s, 400, "replying to a post that does not exist");
+
+    // Every answer carries the rate-limit headers; creates also the 24-hour caps.
+    let r = raw
+        .http
+        .post(raw.url("/2/tweets"))
+        .bearer_auth(&raw.token)
+        .json(&json!({"text":"headers"}))
+        .send()
+        .await
+        .expect("send");
+    for h in [
+        "x-rate-limit-limit",
+        "x-rate-limit-remaining",
+        "x-rate-limit-reset",
+        "x-user-limit-24hour-remaining",
+        "x-app-limit-24hour-reset",
+    ] {
+        assert!(r.headers().contains_key(h), "{h}");
+    }
+
+    // No token, a wrong token: X's 401 problem.
+    let r = raw
+        .http
+        .get(raw.url("/2/users/me"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = raw
+        .http
+        .get(raw.url("/2/users/me"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn a_spent_window_answers_429() {
+    let raw = Raw::new().await;
+    let mut last = None;
+    for _ in 0..76 {
+        let r = raw
+            .http
+            .get(raw.url("/2/users/me"))
+            .bearer_auth(&raw.token)
+            .send()
+            .await
+            .expect("send");
+        last = Some((
+            r.status().as_u16(),
+            r.headers()
+                .get("x-rate-limit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ));
+    }
+    assert_eq!(
+        last,
+        Some((429, Some("0".to_owned()))),
+        "75 calls per 15 minutes"
+    );
 }

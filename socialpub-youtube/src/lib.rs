@@ -9,6 +9,7 @@ pub mod error;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 pub mod oauth;
+pub mod options;
 pub mod publish;
 pub mod upload;
 pub mod validate;
@@ -19,5 +20,6 @@ pub use config::{
 };
 pub use error::{YouTubeDialect, next_pacific_midnight};
 pub use oauth::{Channel, YouTubeConnector};
+pub use options::{License, Privacy, YouTubeOptions};
 pub use publish::YouTubePublisher;
-pub use validate::{License, Privacy, YouTubeOptions, capabilities, is_short, tags_length};
+pub use validate::{capabilities, is_short, tags_length};

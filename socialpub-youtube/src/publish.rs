@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::CONTENT_TYPE;
+use serde::{Deserialize, Serialize};
 use socialpub_core::http::{Call, ChunkReader};
 use socialpub_core::publish::RemotePost;
 use socialpub_core::{
@@ -19,14 +20,55 @@ use crate::api::{
     ChannelResource, InsertSnippet, InsertStatus, ListResponse, PlaylistItem, Video, VideoInsert,
 };
 use crate::config::YouTubeConfig;
-use crate::upload::{self, Checkpoint, SessionState, UploadRequest};
-use crate::validate::{
-    self, DEFAULT_CATEGORY_ID, MAX_THUMBNAIL_BYTES, YouTubeOptions, validate_post,
-};
+use crate::options::YouTubeOptions;
+use crate::upload::{self, SessionState, UploadRequest};
+use crate::validate::{self, DEFAULT_CATEGORY_ID, MAX_THUMBNAIL_BYTES, validate_post};
 
 /// How long after the commit an empty `videos.list` answer still means "processing" (the API
 /// may lag right after an upload) rather than "gone".
 const LIST_LAG: chrono::Duration = chrono::Duration::minutes(10);
+
+/// The whole checkpoint of a YouTube publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    /// The YouTube checkpoint format.
+    #[serde(default)]
+    pub(crate) youtube: u32,
+    /// The upload in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upload: Option<SessionState>,
+    /// Sessions started so far for this post.
+    #[serde(default)]
+    pub(crate) sessions: u32,
+    /// The video, once the upload completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) video_id: Option<String>,
+    /// Whether the thumbnail step ran (set or failed).
+    #[serde(default)]
+    pub(crate) thumbnail_done: bool,
+    /// A thumbnail failure, kept for the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) thumbnail_warning: Option<String>,
+    /// Quota units spent so far.
+    #[serde(default)]
+    pub(crate) quota_cost: u64,
+}
+
+impl Checkpoint {
+    pub(crate) fn load(ctx: &PublishContext) -> Checkpoint {
+        ctx.checkpoint_as::<Checkpoint>()
+            .filter(|c| c.youtube == 1)
+            .unwrap_or(Checkpoint {
+                youtube: 1,
+                ..Checkpoint::default()
+            })
+    }
+
+    pub(crate) async fn save(&self, ctx: &mut PublishContext) -> Result<()> {
+        let v = serde_json::to_value(self)?;
+        ctx.save_checkpoint(v).await
+    }
+}
 
 /// Publishes videos to YouTube channels.
 ///

@@ -40,6 +40,7 @@ use url::Url;
 
 use crate::api::{Video, VideoInsert};
 use crate::config::YouTubeConfig;
+use crate::publish::Checkpoint;
 
 /// The state of an upload kept in the publish checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,48 +56,6 @@ pub(crate) struct SessionState {
     /// Whether the final chunk may have been sent (so the video may exist).
     #[serde(default)]
     pub(crate) final_sent: bool,
-}
-
-/// The whole checkpoint of a YouTube publish.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Checkpoint {
-    /// The YouTube checkpoint format.
-    #[serde(default)]
-    pub(crate) youtube: u32,
-    /// The upload in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) upload: Option<SessionState>,
-    /// Sessions started so far for this post.
-    #[serde(default)]
-    pub(crate) sessions: u32,
-    /// The video, once the upload completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) video_id: Option<String>,
-    /// Whether the thumbnail step ran (set or failed).
-    #[serde(default)]
-    pub(crate) thumbnail_done: bool,
-    /// A thumbnail failure, kept for the receipt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) thumbnail_warning: Option<String>,
-    /// Quota units spent so far.
-    #[serde(default)]
-    pub(crate) quota_cost: u64,
-}
-
-impl Checkpoint {
-    pub(crate) fn load(ctx: &PublishContext) -> Checkpoint {
-        ctx.checkpoint_as::<Checkpoint>()
-            .filter(|c| c.youtube == 1)
-            .unwrap_or(Checkpoint {
-                youtube: 1,
-                ..Checkpoint::default()
-            })
-    }
-
-    pub(crate) async fn save(&self, ctx: &mut PublishContext) -> Result<()> {
-        let v = serde_json::to_value(self)?;
-        ctx.save_checkpoint(v).await
-    }
 }
 
 /// What is uploaded.

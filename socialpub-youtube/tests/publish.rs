@@ -1,5 +1,5 @@
 //! Publishing against the mock: metadata, scheduling, thumbnails, quota, processing status,
-//! validation, lookup, deletion, and core's publisher conformance suite.
+//! validation, lookup, deletion, and the token, scope and quota rules the mock enforces.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use common::{CHUNK, env, with_options};
+use common::{CHUNK, Raw, env, with_options};
 use secrecy::SecretString;
 use socialpub_core::auth::StaticToken;
 use socialpub_core::{
@@ -545,4 +545,98 @@ async fn processing_ends_after_some_time() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let r = e.publisher.status(ctx, &receipt).await.expect("status");
     assert_eq!(r.state, RemoteState::Published);
+}
+
+#[tokio::test]
+async fn tokens_and_scopes_are_checked() {
+    let r = Raw::new().await;
+    let channels = format!("{}youtube/v3/channels?part=id&mine=true", r.mock.base_url());
+    let ok = r
+        .http
+        .get(&channels)
+        .bearer_auth(&r.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status().as_u16(), 200);
+    let (upload_only, _) = r
+        .mock
+        .issue_token_with_scopes(YouTubeMock::DEFAULT_USER, &[SCOPE_UPLOAD]);
+    let resp = r
+        .http
+        .get(&channels)
+        .bearer_auth(&upload_only)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "youtube.upload cannot read channels"
+    );
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("insufficientPermissions")
+    );
+    let (read_only, _) = r
+        .mock
+        .issue_token_with_scopes(YouTubeMock::DEFAULT_USER, &[SCOPE_READONLY]);
+    let resp = r
+        .http
+        .post(format!(
+            "{}upload/youtube/v3/videos?uploadType=resumable&part=snippet",
+            r.mock.base_url()
+        ))
+        .bearer_auth(&read_only)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "youtube.readonly cannot upload"
+    );
+    r.mock.expire_access_tokens();
+    let resp = r
+        .http
+        .get(&channels)
+        .bearer_auth(&r.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert!(resp.text().await.expect("body").contains("authError"));
+}
+
+#[tokio::test]
+async fn quota_runs_out() {
+    let r = Raw::new().await;
+    r.mock.set_quota(2, 100);
+    let channels = format!("{}youtube/v3/channels?part=id&mine=true", r.mock.base_url());
+    for _ in 0..2 {
+        let resp = r
+            .http
+            .get(&channels)
+            .bearer_auth(&r.token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let resp = r
+        .http
+        .get(&channels)
+        .bearer_auth(&r.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 403);
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.contains("quotaExceeded") && body.contains("youtube.quota"),
+        "{body}"
+    );
+    assert_eq!(r.mock.quota_used(), (2, 0));
 }

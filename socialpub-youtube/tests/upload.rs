@@ -1,12 +1,13 @@
 //! The resumable upload against the mock: chunking, short 308s, dropped connections, expired
-//! tokens and sessions, a timed-out final chunk, and resuming after a crash.
+//! tokens and sessions, a timed-out final chunk, resuming after a crash, and the protocol the
+//! mock enforces the way Google does.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CHUNK, crash_when, env, env_with};
+use common::{CHUNK, K256, Raw, crash_when, env, env_with};
 use socialpub_core::publish::Progress;
 use socialpub_core::testkit::Fault;
 use socialpub_core::testkit::conformance::RecordingJournal;
@@ -412,4 +413,115 @@ async fn a_vanished_session_after_a_possible_commit_is_unconfirmed_not_reuploade
         .await
         .expect("lookup");
     assert_eq!(out, socialpub_core::LookupOutcome::Absent);
+}
+
+#[tokio::test]
+async fn sessions_need_the_upload_headers() {
+    let r = Raw::new().await;
+    let resp = r
+        .http
+        .post(format!(
+            "{}upload/youtube/v3/videos?uploadType=resumable&part=snippet",
+            r.mock.base_url()
+        ))
+        .bearer_auth(&r.token)
+        .header("X-Upload-Content-Type", "video/mp4")
+        .json(&serde_json::json!({"snippet": {"title": "t"}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400, "no X-Upload-Content-Length");
+    let resp = r
+        .http
+        .post(format!(
+            "{}upload/youtube/v3/videos?uploadType=resumable&part=snippet",
+            r.mock.base_url()
+        ))
+        .bearer_auth(&r.token)
+        .header("X-Upload-Content-Length", "10")
+        .header("X-Upload-Content-Type", "image/png")
+        .json(&serde_json::json!({"snippet": {"title": "t"}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400, "not a video type");
+    let resp = r
+        .http
+        .post(format!(
+            "{}upload/youtube/v3/videos?uploadType=resumable&part=snippet",
+            r.mock.base_url()
+        ))
+        .bearer_auth(&r.token)
+        .header("X-Upload-Content-Length", "10")
+        .header("X-Upload-Content-Type", "video/mp4")
+        .json(&serde_json::json!({"snippet": {"title": "<b>"}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.expect("body").contains("invalidTitle"));
+}
+
+#[tokio::test]
+async fn chunks_must_follow_the_protocol() {
+    let r = Raw::new().await;
+    let total = 2 * K256 + 10;
+    let uri = r.session(total).await;
+    // Not a multiple of 256 KiB and not the last chunk.
+    let (s, _, body) = r.put(&uri, "bytes 0-999/524298", vec![0; 1000]).await;
+    assert_eq!(s, 400, "{body}");
+    // The wrong total.
+    let (s, _, _) = r
+        .put(&uri, &format!("bytes 0-{}/999999", K256 - 1), vec![0; K256])
+        .await;
+    assert_eq!(s, 400);
+    // Out of order: the session holds nothing yet.
+    let (s, _, _) = r
+        .put(
+            &uri,
+            &format!("bytes {K256}-{}/{total}", 2 * K256 - 1),
+            vec![0; K256],
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Length differs from the range.
+    let (s, _, _) = r
+        .put(
+            &uri,
+            &format!("bytes 0-{}/{total}", K256 - 1),
+            vec![0; K256 - 1],
+        )
+        .await;
+    assert_eq!(s, 400);
+    // A status query before anything: 308 without Range.
+    let (s, range, _) = r.put(&uri, &format!("bytes */{total}"), Vec::new()).await;
+    assert_eq!((s, range), (308, None));
+    // A proper chunk: 308 with Range.
+    let (s, range, _) = r
+        .put(
+            &uri,
+            &format!("bytes 0-{}/{total}", K256 - 1),
+            vec![1; K256],
+        )
+        .await;
+    assert_eq!((s, range.as_deref()), (308, Some("bytes=0-262143")));
+    let (s, range, _) = r.put(&uri, &format!("bytes */{total}"), Vec::new()).await;
+    assert_eq!((s, range.as_deref()), (308, Some("bytes=0-262143")));
+    // The rest in one final chunk: the video.
+    let (s, _, body) = r
+        .put(
+            &uri,
+            &format!("bytes {K256}-{}/{total}", total - 1),
+            vec![2; K256 + 10],
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let video: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(video["status"]["uploadStatus"], "uploaded");
+    // Asking again returns the same video; sending more is refused.
+    let (s, _, again) = r.put(&uri, &format!("bytes */{total}"), Vec::new()).await;
+    assert_eq!(s, 200);
+    let again: serde_json::Value = serde_json::from_str(&again).expect("json");
+    assert_eq!(again["id"], video["id"]);
+    assert_eq!(r.mock.stats().videos_created, 1);
 }

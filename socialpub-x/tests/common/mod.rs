@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::multipart::{Form, Part};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
 use socialpub_core::auth::{AccessTokens, AccountKey, StaticToken};
 use socialpub_core::http::RetryPolicy;
 use socialpub_core::media::mp4;
 use socialpub_core::{Media, Platform, PublishContext};
 use socialpub_x::mock::XMock;
-use socialpub_x::{XConfigBuilder, XPublisher};
+use socialpub_x::{XConfig, XConfigBuilder, XPublisher};
+use wiremock::MockServer;
 
 /// Fast retries so fault tests take milliseconds.
 pub fn fast_retry() -> RetryPolicy {
@@ -95,4 +99,102 @@ pub fn sha256(media: &Media) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Raw requests to the mock, to check it refuses what X refuses.
+pub struct Raw {
+    pub mock: XMock,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Raw {
+    pub async fn new() -> Raw {
+        let mock = XMock::start().await;
+        let token = mock
+            .issue_token(mock.user_id())
+            .access_token
+            .expose_secret()
+            .to_owned();
+        Raw {
+            mock,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            token,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.mock.base_url(), path.trim_start_matches('/'))
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn append(&self, id: &str, index: usize, data: Vec<u8>) -> (u16, Value) {
+        let form = Form::new()
+            .text("segment_index", index.to_string())
+            .part("media", Part::bytes(data).file_name("blob"));
+        let r = self
+            .http
+            .post(self.url(&format!("/2/media/upload/{id}/append")))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn init(&self, media_type: &str, total: u64, category: &str) -> (u16, Value) {
+        self.post_json(
+            "/2/media/upload/initialize",
+            json!({"media_type":media_type,"total_bytes":total,"media_category":category}),
+        )
+        .await
+    }
+}
+
+/// Whether `body` is X's invalid-request problem.
+pub fn is_invalid_request(body: &Value) -> bool {
+    body["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/problems/invalid-request"))
+}
+
+/// Matches a request whose (binary) body holds `0`.
+pub struct BodyHas(pub String);
+
+impl wiremock::Match for BodyHas {
+    fn matches(&self, request: &wiremock::Request) -> bool {
+        let needle = self.0.as_bytes();
+        request.body.windows(needle.len()).any(|w| w == needle)
+    }
+}
+
+/// The media id the wiremock tests' X answers with.
+pub const MEDIA_ID: &str = "1880028106020515840";
+
+/// A configuration pointed at a wiremock server standing in for X.
+pub fn wire_config(server: &MockServer) -> XConfig {
+    XConfig::builder()
+        .client_id("client-id")
+        .client_secret("client-secret")
+        .redirect_uri("http://127.0.0.1/cb")
+        .api_base(server.uri())
+        .retry_policy(fast_retry())
+        .chunk_size(64 * 1024)
+        .build()
+        .expect("config")
 }

@@ -150,3 +150,71 @@ where
         }
     }
 }
+
+/// 256 KiB, the resumable protocol's chunk granule.
+pub const K256: usize = 256 * 1024;
+
+/// Raw requests to the mock, to check it refuses what Google refuses.
+pub struct Raw {
+    pub mock: YouTubeMock,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Raw {
+    pub async fn new() -> Raw {
+        let mock = YouTubeMock::start().await.expect("mock");
+        let (token, _) = mock.issue_token(YouTubeMock::DEFAULT_USER);
+        Raw {
+            mock,
+            http: reqwest::Client::new(),
+            token,
+        }
+    }
+
+    pub async fn session(&self, total: usize) -> String {
+        let resp = self
+            .http
+            .post(format!(
+                "{}upload/youtube/v3/videos?uploadType=resumable&part=snippet,status",
+                self.mock.base_url()
+            ))
+            .bearer_auth(&self.token)
+            .header("X-Upload-Content-Length", total.to_string())
+            .header("X-Upload-Content-Type", "video/mp4")
+            .json(&serde_json::json!({"snippet": {"title": "t"}, "status": {"privacyStatus": "private"}}))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned()
+    }
+
+    pub async fn put(
+        &self,
+        uri: &str,
+        range: &str,
+        body: Vec<u8>,
+    ) -> (u16, Option<String>, String) {
+        // reqwest sends no Content-Length for an empty body; the protocol wants `0`.
+        let resp = self
+            .http
+            .put(uri)
+            .bearer_auth(&self.token)
+            .header("Content-Range", range)
+            .header("Content-Length", body.len().to_string())
+            .body(body)
+            .send()
+            .await
+            .expect("put");
+        let status = resp.status().as_u16();
+        let range = resp
+            .headers()
+            .get("range")
+            .map(|r| r.to_str().expect("ascii").to_owned());
+        (status, range, resp.text().await.expect("body"))
+    }
+}

@@ -4,16 +4,16 @@
 //! - [`MockServer`]: the server on a free port of 127.0.0.1, with connections that can be
 //!   killed mid-request.
 //! - [`Routes`]: a mock's endpoints, each with the name faults and the log use
-//!   (`tweets.create`), served through one fault layer with one meaning per [`Fault`]:
+//!   (`tweets.create`), served through one fault layer with one meaning per [`Fault`](crate::testkit::Fault):
 //!
 //!   | fault | what the client sees |
 //!   | --- | --- |
-//!   | [`Fault::Status`] | the platform's error answer of that status ([`MockDialect::error`]), nothing done |
-//!   | [`Fault::RateLimit`] | the platform's throttling answer with its reset headers ([`MockDialect::rate_limited`]) |
-//!   | [`Fault::Delay`] | the answer after a wait (trips client timeouts before the platform acts) |
-//!   | [`Fault::DelayAfter`] | the call handled, then the answer held back (the platform acted, the client timed out) |
-//!   | [`Fault::Drop`] | the connection breaks mid-request: about half the body arrives, the mock acts on what arrived, no answer |
-//!   | [`Fault::ExpireToken`] | the access token presented expires just before the call (a 401) |
+//!   | [`Fault::Status`](crate::testkit::Fault::Status) | the platform's error answer of that status ([`MockDialect::error`]), nothing done |
+//!   | [`Fault::RateLimit`](crate::testkit::Fault::RateLimit) | the platform's throttling answer with its reset headers ([`MockDialect::rate_limited`]) |
+//!   | [`Fault::Delay`](crate::testkit::Fault::Delay) | the answer after a wait (trips client timeouts before the platform acts) |
+//!   | [`Fault::DelayAfter`](crate::testkit::Fault::DelayAfter) | the call handled, then the answer held back (the platform acted, the client timed out) |
+//!   | [`Fault::Drop`](crate::testkit::Fault::Drop) | the connection breaks mid-request: about half the body arrives, the mock acts on what arrived, no answer |
+//!   | [`Fault::ExpireToken`](crate::testkit::Fault::ExpireToken) | the access token presented expires just before the call (a 401) |
 //!
 //! - [`MockOAuth`]: an OAuth 2.0 server (PKCE, Basic or form client credentials, fixed or
 //!   rotating refresh tokens, scopes, revocation) and the bearer check of API calls.
@@ -22,35 +22,30 @@
 //!
 //! A platform supplies a [`MockDialect`]: its error shapes.
 
+mod layer;
 mod log;
 mod oauth;
+mod routes;
 mod server;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
-use axum::handler::Handler;
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use log::{Counter, LoggedRequest, RequestLog};
 pub use oauth::{
     ClientAuthRule, Denied, Grant, MockOAuth, OAuthAnswer, OAuthServerConfig, OfflineRule,
     PkceRule, RefreshRule, Scopes, bearer_token, pkce_s256,
 };
+pub use routes::{OAuthPaths, Routes};
 pub use server::{Conn, MockServer};
 
-use super::faults::{Fault, FaultPlan};
+use super::faults::FaultPlan;
 use crate::error::Result;
 
 /// A platform's error shapes, for the answers the kit sends on its behalf.
@@ -174,7 +169,7 @@ impl MockKit {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let guard = Guard {
+        let guard = layer::Guard {
             kit: self.clone(),
             names: Arc::new(routes.names),
         };
@@ -188,414 +183,210 @@ impl MockKit {
                 let dialect = dialect.clone();
                 async move { dialect.error("unknown", 404) }
             })
-            .layer(axum::middleware::from_fn_with_state(guard, fault_layer))
+            .layer(axum::middleware::from_fn_with_state(
+                guard,
+                layer::fault_layer,
+            ))
             .with_state(state);
         MockServer::start(router).await
     }
 }
 
-/// How a route's requests are named.
-#[derive(Clone, Copy)]
-enum Naming {
-    Fixed(&'static str),
-    By(fn(&Parts) -> &'static str),
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
 
-/// A mock's endpoints: each route with the name its faults and log entries go under.
-pub struct Routes<S> {
-    paths: BTreeMap<String, MethodRouter<S>>,
-    names: Vec<(Method, String, Naming)>,
-}
+    use axum::body::Body;
+    use axum::extract::State;
+    use futures::StreamExt;
+    use serde_json::json;
 
-impl<S> std::fmt::Debug for Routes<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Routes")
-            .field("paths", &self.paths.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
+    use super::*;
 
-impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
-    fn default() -> Self {
-        Routes {
-            paths: BTreeMap::new(),
-            names: Vec::new(),
+    struct Plain;
+
+    impl MockDialect for Plain {
+        fn error(&self, endpoint: &str, status: u16) -> Response {
+            json_response(status, &json!({"error": endpoint, "status": status}))
         }
     }
-}
 
-impl<S: Clone + Send + Sync + 'static> Routes<S> {
-    /// No routes yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// What the `echo` handler saw: the body bytes it read, and whether the body broke.
+    type Seen = Arc<Mutex<Vec<(usize, bool)>>>;
+
+    async fn echo(State(seen): State<Seen>, body: Body) -> Response {
+        let mut s = body.into_data_stream();
+        let (mut n, mut broke) = (0, false);
+        while let Some(frame) = s.next().await {
+            match frame {
+                Ok(f) => n += f.len(),
+                Err(_) => {
+                    broke = true;
+                    break;
+                }
+            }
+        }
+        if let Ok(mut v) = seen.lock() {
+            v.push((n, broke));
+        }
+        json_response(200, &json!({"read": n}))
     }
 
-    fn add(mut self, method: Method, path: &str, naming: Naming, mr: MethodRouter<S>) -> Self {
-        let merged = match self.paths.remove(path) {
-            Some(existing) => existing.merge(mr),
-            None => mr,
-        };
-        self.paths.insert(path.to_owned(), merged);
-        self.names.push((method, path.to_owned(), naming));
-        self
-    }
-
-    /// `GET path`, named `endpoint`.
-    pub fn get<H, T>(self, path: &str, endpoint: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        let mr = axum::routing::get(handler);
-        self.add(Method::GET, path, Naming::Fixed(endpoint), mr)
-    }
-
-    /// `POST path`, named `endpoint`.
-    pub fn post<H, T>(self, path: &str, endpoint: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        let mr = axum::routing::post(handler);
-        self.add(Method::POST, path, Naming::Fixed(endpoint), mr)
-    }
-
-    /// `PUT path`, named `endpoint`.
-    pub fn put<H, T>(self, path: &str, endpoint: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        let mr = axum::routing::put(handler);
-        self.add(Method::PUT, path, Naming::Fixed(endpoint), mr)
-    }
-
-    /// `DELETE path`, named `endpoint`.
-    pub fn delete<H, T>(self, path: &str, endpoint: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        let mr = axum::routing::delete(handler);
-        self.add(Method::DELETE, path, Naming::Fixed(endpoint), mr)
-    }
-
-    /// `method path`, named per request by `name` (one URL serving two operations, as a
-    /// resumable upload's chunk and status query do).
-    pub fn route_by<H, T>(
-        self,
-        method: Method,
-        path: &str,
-        name: fn(&Parts) -> &'static str,
-        handler: H,
-    ) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        let mr = axum::routing::on(
-            axum::routing::MethodFilter::try_from(method.clone())
-                .unwrap_or(axum::routing::MethodFilter::GET),
-            handler,
-        );
-        self.add(method, path, Naming::By(name), mr)
-    }
-
-    /// The OAuth server's endpoints at the platform's paths: the consent page (`GET`, named
-    /// `oauth.authorize`), the token endpoint (`POST` form, or `GET` query for platforms that
-    /// exchange with GET; `oauth.token`) and the revocation endpoint (`POST` form;
-    /// `oauth.revoke`).
-    pub fn oauth(self, kit: &MockKit, paths: OAuthPaths<'_>) -> Self {
-        let o = kit.oauth().clone();
-        let authorize = move |Query(q): Query<HashMap<String, String>>| {
-            let o = o.clone();
-            async move { oauth_response(o.authorize(&q)) }
-        };
-        let o = kit.oauth().clone();
-        let token_post = move |headers: HeaderMap, body: Bytes| {
-            let o = o.clone();
+    async fn start() -> (MockServer, MockKit, Seen) {
+        let oauth = MockOAuth::new(OAuthServerConfig::new("c", None, "http://cb"), "u");
+        let kit = MockKit::new(Plain, oauth, FaultPlan::new());
+        let seen: Seen = Arc::default();
+        let k = kit.clone();
+        let guarded = move |headers: HeaderMap| {
+            let k = k.clone();
             async move {
-                let form_type = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-                if !form_type {
-                    return json_response(
-                        400,
-                        &json!({"error": "invalid_request", "error_description": "Content-Type must be application/x-www-form-urlencoded"}),
-                    );
+                match k.bearer(&headers, Scopes::None) {
+                    Ok(g) => json_response(200, &json!({"user": g.user})),
+                    Err(r) => r,
                 }
-                oauth_response(o.token(&headers, &form(&body)))
             }
         };
-        let o = kit.oauth().clone();
-        let token_get = move |headers: HeaderMap, Query(q): Query<HashMap<String, String>>| {
-            let o = o.clone();
-            async move { oauth_response(o.token(&headers, &q)) }
-        };
-        let o = kit.oauth().clone();
-        let revoke =
-            move |headers: HeaderMap, Query(q): Query<HashMap<String, String>>, body: Bytes| {
-                let o = o.clone();
-                async move {
-                    let mut f = form(&body);
-                    for (k, v) in q {
-                        f.entry(k).or_insert(v);
-                    }
-                    oauth_response(o.revoke(&headers, &f))
-                }
-            };
-        let mut routes = self
-            .get(paths.authorize, "oauth.authorize", authorize)
-            .post(paths.token, "oauth.token", token_post);
-        if paths.token_by_get {
-            routes = routes.get(paths.token, "oauth.token", token_get);
-        }
-        match paths.revoke {
-            Some(p) => routes.post(p, "oauth.revoke", revoke),
-            None => routes,
-        }
-    }
-}
-
-/// Where a platform serves its OAuth endpoints.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct OAuthPaths<'a> {
-    /// The consent page.
-    pub authorize: &'a str,
-    /// The token endpoint.
-    pub token: &'a str,
-    /// The revocation endpoint, if any.
-    pub revoke: Option<&'a str>,
-    /// Whether the token endpoint also takes `GET` with query parameters (Meta).
-    pub token_by_get: bool,
-}
-
-impl<'a> OAuthPaths<'a> {
-    /// The consent page, token and revocation endpoints at these paths.
-    pub fn new(authorize: &'a str, token: &'a str, revoke: Option<&'a str>) -> Self {
-        OAuthPaths {
-            authorize,
-            token,
-            revoke,
-            token_by_get: false,
-        }
+        let routes = Routes::new()
+            .post("/echo", "echo", echo)
+            .get("/me", "me", guarded);
+        let server = kit.serve(routes, seen.clone()).await.expect("serve");
+        (server, kit, seen)
     }
 
-    /// The token endpoint also takes `GET`.
-    pub fn token_by_get(mut self) -> Self {
-        self.token_by_get = true;
-        self
+    #[tokio::test]
+    async fn each_fault_means_one_thing() {
+        let (server, kit, seen) = start().await;
+        let http = reqwest::Client::new();
+        let echo = format!("{}/echo", server.base());
+        let body = vec![7u8; 100_000];
+
+        // Status: the platform's error shape, nothing handled.
+        kit.faults()
+            .fail_next_with("echo", 503, &[("x-extra", "1")]);
+        let r = http
+            .post(&echo)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["x-extra"], "1");
+        let answer: Value = r.json().await.expect("json");
+        assert_eq!(answer["error"], "echo");
+        assert!(
+            seen.lock().expect("lock").is_empty(),
+            "a status fault handles nothing"
+        );
+
+        // RateLimit: a 429 with the wait in Retry-After.
+        kit.faults().rate_limit_next("echo", Duration::from_secs(3));
+        let r = http
+            .post(&echo)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(r.headers()["retry-after"], "3");
+
+        // Drop: half the body arrives, the handler sees it break, the client gets no answer.
+        kit.faults().drop_next("echo", 1);
+        let dropped = http.post(&echo).body(body.clone()).send().await;
+        assert!(dropped.is_err(), "no answer after a drop");
+        assert_eq!(seen.lock().expect("lock").last(), Some(&(50_000, true)));
+
+        // Pass, then Delay: the second call answers late (a client timeout), the first at once.
+        kit.faults().pass_next("echo", 1);
+        kit.faults()
+            .delay_next("echo", 1, Duration::from_millis(400));
+        let r = http
+            .post(&echo)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200);
+        let slow = http
+            .post(&echo)
+            .body(body.clone())
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await;
+        assert!(slow.is_err_and(|e| e.is_timeout()));
+
+        // DelayAfter: handled at once (the platform acted), answered late.
+        let handled = seen.lock().expect("lock").len();
+        kit.faults()
+            .delay_answer_next("echo", Duration::from_millis(400));
+        let late = http
+            .post(&echo)
+            .body(body.clone())
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await;
+        assert!(late.is_err_and(|e| e.is_timeout()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            seen.lock().expect("lock").len() > handled,
+            "handled before the delay"
+        );
+
+        // The log has every call, with its status and the bytes that arrived.
+        let log = kit.log();
+        assert_eq!(log.calls("echo"), 6);
+        let statuses: Vec<u16> = log.entries().iter().map(|e| e.status).collect();
+        assert_eq!(&statuses[..4], &[503, 429, 0, 200]);
+        assert_eq!(log.entries()[2].bytes_in, 50_000);
+        assert_eq!(log.entries()[3].bytes_in, 100_000);
     }
-}
 
-fn oauth_response(a: OAuthAnswer) -> Response {
-    match a {
-        OAuthAnswer::Redirect(to) => {
-            let mut r = StatusCode::FOUND.into_response();
-            set_header(&mut r, "location", &to);
-            r
-        }
-        OAuthAnswer::Page(msg) => (
-            StatusCode::BAD_REQUEST,
-            format!("Something went wrong: {msg}"),
-        )
-            .into_response(),
-        OAuthAnswer::Json(status, body) => json_response(status, &body),
+    #[tokio::test]
+    async fn tokens_expire_in_flight_and_unknown_paths_are_logged() {
+        let (server, kit, _) = start().await;
+        let http = reqwest::Client::new();
+        let me = format!("{}/me", server.base());
+        let token = kit.oauth().issue_token("u", &[]);
+        let access = secrecy::ExposeSecret::expose_secret(&token.access_token).to_owned();
+        let ok = http
+            .get(&me)
+            .bearer_auth(&access)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(ok.status().as_u16(), 200);
+        kit.faults().expire_token_next("me");
+        let refused = http
+            .get(&me)
+            .bearer_auth(&access)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(refused.status().as_u16(), 401, "the token lapsed in flight");
+        let again = http
+            .get(&me)
+            .bearer_auth(&access)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(again.status().as_u16(), 401, "and stays expired");
+        let fresh = kit.oauth().issue_token("u", &[]);
+        let fresh = secrecy::ExposeSecret::expose_secret(&fresh.access_token).to_owned();
+        let ok = http
+            .get(&me)
+            .bearer_auth(&fresh)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(ok.status().as_u16(), 200);
+
+        kit.faults().drop_next("me", 1);
+        assert!(http.get(&me).bearer_auth(&fresh).send().await.is_err());
+        let missing = http
+            .get(format!("{}/nowhere", server.base()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(missing.status().as_u16(), 404);
+        assert_eq!(kit.log().calls("unknown"), 1);
     }
-}
-
-#[derive(Clone)]
-struct Guard {
-    kit: MockKit,
-    names: Arc<Vec<(Method, String, Naming)>>,
-}
-
-impl Guard {
-    fn name(&self, parts: &Parts) -> &'static str {
-        let Some(path) = parts.extensions.get::<MatchedPath>() else {
-            return "unknown";
-        };
-        self.names
-            .iter()
-            .find(|(m, p, _)| *m == parts.method && p == path.as_str())
-            .map_or("unknown", |(_, _, n)| match n {
-                Naming::Fixed(s) => s,
-                Naming::By(f) => f(parts),
-            })
-    }
-}
-
-/// Reads `body` to its end (or its first error).
-async fn drain(body: Body) {
-    let mut s = body.into_data_stream();
-    while let Some(Ok(_)) = s.next().await {}
-}
-
-/// Where a watched body stands.
-struct Watch {
-    seen: Arc<AtomicU64>,
-    /// Bytes after which the connection breaks.
-    cut: Option<u64>,
-    /// The bytes up to the cut were delivered: the break comes next.
-    breaking: bool,
-    done: bool,
-}
-
-fn broken() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionReset,
-        "the connection dropped mid-request (fault injection)",
-    )
-}
-
-/// A request body that counts the bytes read into `seen` and, when `cut` is set, ends with an
-/// error after that many bytes, as a connection breaking mid-upload does.
-fn watched(body: Body, seen: Arc<AtomicU64>, cut: Option<u64>) -> Body {
-    let watch = Watch {
-        seen,
-        cut,
-        breaking: false,
-        done: false,
-    };
-    let stream = futures::stream::unfold(
-        (body.into_data_stream(), watch),
-        |(mut s, mut w)| async move {
-            if w.done {
-                return None;
-            }
-            if w.breaking {
-                w.done = true;
-                return Some((Err(broken()), (s, w)));
-            }
-            let mut frame = match s.next().await? {
-                Ok(f) => f,
-                Err(e) => {
-                    w.done = true;
-                    return Some((Err(std::io::Error::other(e)), (s, w)));
-                }
-            };
-            if let Some(cut) = w.cut {
-                let before = w.seen.load(Ordering::SeqCst);
-                if before + frame.len() as u64 >= cut {
-                    let keep = usize::try_from(cut.saturating_sub(before)).unwrap_or(0);
-                    frame = frame.slice(..keep.min(frame.len()));
-                    w.breaking = true;
-                    if frame.is_empty() {
-                        w.done = true;
-                        return Some((Err(broken()), (s, w)));
-                    }
-                }
-            }
-            w.seen.fetch_add(frame.len() as u64, Ordering::SeqCst);
-            Some((Ok::<Bytes, std::io::Error>(frame), (s, w)))
-        },
-    );
-    Body::from_stream(stream)
-}
-
-fn has_body(parts: &Parts) -> bool {
-    let len = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    len.is_some_and(|l| l > 0) || parts.headers.contains_key(header::TRANSFER_ENCODING)
-}
-
-/// The fault layer every mock route runs behind: names the request, logs it, applies the next
-/// fault queued for its endpoint, and counts the body bytes that arrive.
-async fn fault_layer(State(guard): State<Guard>, req: Request, next: Next) -> Response {
-    let kit = &guard.kit;
-    let (parts, body) = req.into_parts();
-    let endpoint = guard.name(&parts);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let entry = kit.log().start(endpoint, parts.method.as_str(), &path);
-    let conn = parts
-        .extensions
-        .get::<ConnectInfo<Conn>>()
-        .map(|c| c.0.clone());
-    let seen = Arc::new(AtomicU64::new(0));
-    let fault = kit.faults().take(endpoint);
-    let cut = match &fault {
-        Some(Fault::Drop) => {
-            let len = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            // About half arrives; a body of unknown length breaks after its first bytes.
-            Some(len.map_or(1, |l| (l / 2).max(1)))
-        }
-        _ => None,
-    };
-    let body_present = has_body(&parts);
-    let token = bearer_token(&parts.headers).map(str::to_owned);
-    let req = Request::from_parts(parts, watched(body, seen.clone(), cut));
-    let response = match fault {
-        Some(Fault::Status {
-            status,
-            body,
-            headers,
-        }) => {
-            drain(req.into_body()).await;
-            let mut r = match body {
-                Some(b) => {
-                    let mut r = (
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        b,
-                    )
-                        .into_response();
-                    set_header(&mut r, "content-type", "application/json");
-                    r
-                }
-                None => kit.dialect().error(endpoint, status),
-            };
-            for (k, v) in &headers {
-                set_header(&mut r, k, v);
-            }
-            r
-        }
-        Some(Fault::RateLimit(wait)) => {
-            drain(req.into_body()).await;
-            kit.dialect().rate_limited(endpoint, wait)
-        }
-        Some(Fault::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            next.run(req).await
-        }
-        Some(Fault::DelayAfter(d)) => {
-            let r = next.run(req).await;
-            tokio::time::sleep(d).await;
-            r
-        }
-        Some(Fault::Drop) => {
-            if body_present {
-                // The platform acts on what arrived before the break; the answer never leaves.
-                let _ = next.run(req).await;
-            }
-            if let Some(c) = &conn {
-                c.kill();
-            }
-            kit.log().finish(entry, 0, seen.load(Ordering::SeqCst));
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        Some(Fault::ExpireToken) => {
-            if let Some(t) = &token {
-                kit.oauth().expire_access_token(t);
-            }
-            next.run(req).await
-        }
-        _ => next.run(req).await,
-    };
-    kit.log().finish(
-        entry,
-        response.status().as_u16(),
-        seen.load(Ordering::SeqCst),
-    );
-    response
 }
