@@ -24,6 +24,9 @@ pub mod testing_with_mocks {}
 #[doc = include_str!("../../docs/cli.md")]
 pub mod cli {}
 
+#[doc = include_str!("../../docs/adapters.md")]
+pub mod adapters {}
+
 /// One page per platform.
 pub mod platforms {
     #[doc = include_str!("../../docs/platforms/x.md")]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::platform::{Capabilities, Platform};
-use crate::post::{Media, MediaKind, MediaSource, Post};
+use crate::post::{Media, MediaKind, MediaSource, PlatformOptions, Post};
 
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,22 @@ impl ValidationReport {
             code: code.into(),
             message: message.into(),
         });
+    }
+
+    /// The post's options of `T`'s platform (the defaults when it has none), or `None` after
+    /// recording an `invalid_options` issue at `options.<platform>` when they do not parse.
+    pub fn options<T: PlatformOptions + Default>(&mut self, post: &Post) -> Option<T> {
+        match post.options::<T>() {
+            Ok(o) => Some(o.unwrap_or_default()),
+            Err(e) => {
+                self.push(
+                    format!("options.{}", T::PLATFORM),
+                    "invalid_options",
+                    e.message().to_owned(),
+                );
+                None
+            }
+        }
     }
 
     /// Appends every issue of `other`.

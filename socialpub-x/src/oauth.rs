@@ -1,8 +1,6 @@
 //! Connecting X accounts: OAuth 2.0 Authorization Code with PKCE (S256), account discovery
 //! through `GET /2/users/me`, refresh with rotating refresh tokens, and revocation.
 
-use std::fmt;
-
 use async_trait::async_trait;
 use socialpub_core::auth::oauth::{ClientAuth, OAuthClient, OAuthConfig};
 use socialpub_core::auth::{AccountKey, ConnectedAccount, Connector, Token, TokenRefresher};
@@ -35,17 +33,10 @@ use crate::config::XConfig;
 /// }
 /// # Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct XConnector {
     oauth: OAuthClient,
     config: XConfig,
-}
-
-impl fmt::Debug for XConnector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("XConnector")
-            .field("oauth", &self.oauth)
-            .finish_non_exhaustive()
-    }
 }
 
 impl XConnector {

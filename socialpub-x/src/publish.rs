@@ -1,6 +1,5 @@
 //! [`XPublisher`]: posts, threads, polls, quotes and media through `POST /2/tweets`.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -44,17 +43,9 @@ const LOOKUP_SLACK: chrono::Duration = chrono::Duration::minutes(2);
 /// println!("{}", receipt.url.unwrap_or_default());
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct XPublisher {
     config: Arc<XConfig>,
-}
-
-impl fmt::Debug for XPublisher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("XPublisher")
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 /// What a publish keeps between attempts: per part, the media X holds, the post id once

@@ -158,13 +158,7 @@ pub fn validate_post(post: &Post, max_text: usize) -> ValidationReport {
         }
     }
 
-    let options = match post.options::<XOptions>() {
-        Ok(o) => o.unwrap_or_default(),
-        Err(e) => {
-            r.push("options.x", "options_invalid", e.message().to_owned());
-            XOptions::default()
-        }
-    };
+    let options = r.options::<XOptions>(post).unwrap_or_default();
     if let Some(q) = &options.quote_tweet_id {
         if !is_x_id(q) {
             r.push(

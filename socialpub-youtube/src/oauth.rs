@@ -2,8 +2,6 @@
 //! forced consent, PKCE S256, state), the code exchange, channel discovery, refresh and
 //! revocation.
 
-use std::fmt;
-
 use async_trait::async_trait;
 use secrecy::SecretString;
 use socialpub_core::auth::oauth::{ClientAuth, OAuthClient, OAuthConfig};
@@ -51,17 +49,10 @@ pub struct Channel {
 /// println!("connected {}", accounts[0].key.account_id);
 /// # Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct YouTubeConnector {
     oauth: OAuthClient,
     config: YouTubeConfig,
-}
-
-impl fmt::Debug for YouTubeConnector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("YouTubeConnector")
-            .field("oauth", &self.oauth)
-            .finish_non_exhaustive()
-    }
 }
 
 impl YouTubeConnector {

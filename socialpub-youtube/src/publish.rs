@@ -1,7 +1,6 @@
 //! [`YouTubePublisher`]: validation, the resumable upload, the thumbnail, processing status,
 //! reconciliation of unconfirmed uploads, and deletion.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -89,17 +88,9 @@ impl Checkpoint {
 /// println!("{} {:?}", receipt.remote_id, receipt.url);
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct YouTubePublisher {
     config: Arc<YouTubeConfig>,
-}
-
-impl fmt::Debug for YouTubePublisher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("YouTubePublisher")
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 impl YouTubePublisher {

@@ -164,12 +164,8 @@ pub(crate) fn validate_post(post: &Post, now: DateTime<Utc>) -> ValidationReport
             );
         }
     }
-    let options = match post.options::<YouTubeOptions>() {
-        Ok(o) => o.unwrap_or_default(),
-        Err(e) => {
-            r.push("options.youtube", "invalid_options", e.message().to_owned());
-            return r;
-        }
+    let Some(options) = r.options::<YouTubeOptions>(post) else {
+        return r;
     };
     validate_options(&options, now, &mut r);
     r
