@@ -53,6 +53,7 @@
 
 mod handlers;
 mod state;
+mod uploads;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};

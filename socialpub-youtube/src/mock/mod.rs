@@ -68,6 +68,7 @@
 
 mod handlers;
 mod state;
+mod uploads;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
