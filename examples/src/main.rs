@@ -202,7 +202,7 @@ fn check(config: &Config) -> Result<()> {
     println!("callback: {}", config.redirect_uri()?);
     let ring = config.key_ring()?;
     println!("key:      `{}` (valid)", ring.current_id());
-    for platform in [Platform::X, Platform::YouTube] {
+    for platform in socialpub_examples::platforms::SUPPORTED {
         match config.credentials(platform) {
             Ok(c) => println!(
                 "{:<9} client id {}{}",
