@@ -120,6 +120,10 @@ pub enum LookupOutcome {
     Found(Receipt),
     /// The post is certainly not there: publishing again posts it once.
     Absent,
+    /// Some parts of a multi-part post (a thread) exist and the rest certainly do not; the
+    /// receipt lists the parts found. Publishing again with the delivery's checkpoint continues
+    /// after them; publishing again without it would post the found parts twice.
+    Partial(Receipt),
     /// The lookup could not tell (e.g. the history it reads is too short).
     Unknown {
         /// Why it could not tell.

@@ -59,6 +59,7 @@ pub struct XConfig {
     pub(crate) account_max_text: HashMap<String, usize>,
     pub(crate) processing_timeout: Duration,
     pub(crate) lookup_window: usize,
+    pub(crate) lookup_pages: usize,
 }
 
 impl fmt::Debug for XConfig {
@@ -73,6 +74,7 @@ impl fmt::Debug for XConfig {
             .field("account_max_text", &self.account_max_text)
             .field("processing_timeout", &self.processing_timeout)
             .field("lookup_window", &self.lookup_window)
+            .field("lookup_pages", &self.lookup_pages)
             .finish()
     }
 }
@@ -90,6 +92,7 @@ impl XConfig {
             account_max_text: HashMap::new(),
             processing_timeout: Duration::from_secs(15 * 60),
             lookup_window: 100,
+            lookup_pages: 10,
         }
     }
 
@@ -156,6 +159,7 @@ pub struct XConfigBuilder {
     account_max_text: HashMap<String, usize>,
     processing_timeout: Duration,
     lookup_window: usize,
+    lookup_pages: usize,
 }
 
 impl XConfigBuilder {
@@ -200,9 +204,17 @@ impl XConfigBuilder {
         self
     }
 
-    /// How many recent posts a reconcile reads (5–100, default 100).
+    /// How many recent posts a reconcile reads per page (5–100, default 100).
     pub fn lookup_window(mut self, posts: usize) -> Self {
         self.lookup_window = posts;
+        self
+    }
+
+    /// How many pages of recent posts a reconcile reads at most (1–32, default 10: 1,000 posts
+    /// with full pages). An account that posted more since the unconfirmed publish leaves the
+    /// lookup unsure.
+    pub fn lookup_pages(mut self, pages: usize) -> Self {
+        self.lookup_pages = pages;
         self
     }
 
@@ -223,6 +235,12 @@ impl XConfigBuilder {
             return Err(bad(format!(
                 "the X lookup window must be 5 to 100 posts, not {}",
                 self.lookup_window
+            )));
+        }
+        if !(1..=32).contains(&self.lookup_pages) {
+            return Err(bad(format!(
+                "the X lookup must read 1 to 32 pages, not {}",
+                self.lookup_pages
             )));
         }
         let url = |what: &str, s: &str| {
@@ -249,6 +267,7 @@ impl XConfigBuilder {
             account_max_text: self.account_max_text,
             processing_timeout: self.processing_timeout,
             lookup_window: self.lookup_window,
+            lookup_pages: self.lookup_pages,
         })
     }
 }
@@ -291,6 +310,7 @@ mod tests {
             XConfig::builder().api_base("not a url"),
             XConfig::builder().redirect_uri("::"),
             XConfig::builder().lookup_window(1),
+            XConfig::builder().lookup_pages(0),
         ] {
             let e = b.build().expect_err("bad");
             assert_eq!(e.kind(), socialpub_core::ErrorKind::Configuration, "{e}");

@@ -23,6 +23,8 @@ use crate::validate::{capabilities, part_text, validate_post};
 
 /// Media uploaded this close to X's expiry are uploaded again rather than attached.
 const MEDIA_EXPIRY_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
+/// The code X's refusal of a repeated text gets (see `error.rs`).
+const DUPLICATE: &str = "duplicate-content";
 /// Posts created this long before the commit point still count in a reconcile (clock skew).
 const LOOKUP_SLACK: chrono::Duration = chrono::Duration::minutes(2);
 
@@ -178,7 +180,9 @@ impl XPublisher {
         }
     }
 
-    /// The account's posts since `since`, newest first, and whether that is all of them.
+    /// The account's posts since `since`, newest first, and whether that is all of them: pages
+    /// of `GET /2/users/{id}/tweets` followed by their `next_token`, at most `lookup_pages` of
+    /// them.
     async fn recent(
         &self,
         ctx: &PublishContext,
@@ -188,20 +192,31 @@ impl XPublisher {
         let url = self.config.api(&format!("/2/users/{account}/tweets"))?;
         let start = (since - LOOKUP_SLACK).to_rfc3339_opts(SecondsFormat::Secs, true);
         let max = self.config.lookup_window.to_string();
-        let page: api::TweetPage = self
-            .config
-            .api
-            .send_json(ctx.into(), &Call::idempotent("users.tweets"), |http| {
-                http.get(url.clone()).query(&[
-                    ("max_results", max.as_str()),
-                    ("start_time", start.as_str()),
-                    ("tweet.fields", "created_at,referenced_tweets"),
-                ])
-            })
-            .await?;
-        let complete =
-            page.meta.next_token.is_none() && page.data.len() < self.config.lookup_window;
-        Ok((page.data, complete))
+        let mut tweets = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..self.config.lookup_pages {
+            let page: api::TweetPage = self
+                .config
+                .api
+                .send_json(ctx.into(), &Call::idempotent("users.tweets"), |http| {
+                    let mut query = vec![
+                        ("max_results", max.as_str()),
+                        ("start_time", start.as_str()),
+                        ("tweet.fields", "created_at,referenced_tweets"),
+                    ];
+                    if let Some(t) = &token {
+                        query.push(("pagination_token", t.as_str()));
+                    }
+                    http.get(url.clone()).query(&query)
+                })
+                .await?;
+            tweets.extend(page.data);
+            match page.meta.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok((tweets, true)),
+            }
+        }
+        Ok((tweets, false))
     }
 
     /// The post among `tweets` with `text`, replying to `parent` when given.
@@ -298,7 +313,8 @@ impl Publisher for XPublisher {
                 continue;
             }
             let text = part_text(post, i);
-            if let Some(sent_at) = cp.parts[i].sent_at {
+            let sent_before = cp.parts[i].sent_at;
+            if let Some(sent_at) = sent_before {
                 // An earlier attempt sent this part and never heard back: look before sending
                 // it again, or the thread would hold it twice.
                 let (tweets, _) = self.recent(ctx, sent_at).await?;
@@ -344,10 +360,31 @@ impl Publisher for XPublisher {
 
             let body = self.body(post, &options, i, &cp.parts[i].media, previous.as_deref());
             ctx.commit_point().await?;
-            cp.parts[i].sent_at = Some(self.config.api.clock().now());
+            // The first send counts: a lookup reads from it.
+            cp.parts[i].sent_at = Some(sent_before.unwrap_or(self.config.api.clock().now()));
             self.save(ctx, &cp).await?;
             let (id, limits) = match self.create(ctx, &body).await {
                 Ok(created) => created,
+                Err(e) if sent_before.is_some() && e.code() == Some(DUPLICATE) => {
+                    // An earlier send of this very part landed after all and the list did not
+                    // show it yet: look again rather than fail a post that exists.
+                    let since = sent_before.unwrap_or_default();
+                    let (tweets, _) = self.recent(ctx, since).await?;
+                    let Some(found) = Self::find(&tweets, &text, previous.as_deref()) else {
+                        return Err(Error::new(
+                            ErrorKind::Unconfirmed,
+                            format!(
+                                "X refused part {} of the post as a duplicate of one it already                                  has, which its list does not show yet: look it up again later",
+                                i + 1
+                            ),
+                        )
+                        .with_platform(Platform::X)
+                        .with_operation("tweets.create")
+                        .with_source(e));
+                    };
+                    tracing::info!(part = i, id = %found.id, "X has the part already");
+                    (found.id.clone(), RateLimit::default())
+                }
                 Err(e) => {
                     if e.kind() != ErrorKind::Unconfirmed {
                         // X answered and created nothing: a retry need not look first.
@@ -450,16 +487,28 @@ impl Publisher for XPublisher {
                 None,
             )?));
         }
-        if complete {
-            Ok(LookupOutcome::Absent)
-        } else {
-            Ok(LookupOutcome::Unknown {
+        if !complete {
+            return Ok(LookupOutcome::Unknown {
                 reason: format!(
                     "the account posted more than {} times since; the post may be among older ones",
-                    self.config.lookup_window
+                    self.config.lookup_window * self.config.lookup_pages
                 ),
-            })
+            });
         }
+        if ids.is_empty() {
+            return Ok(LookupOutcome::Absent);
+        }
+        // The first parts exist: the caller must not publish them again.
+        let media: Vec<Vec<String>> = cp
+            .parts
+            .iter()
+            .map(|p| p.media.iter().map(|m| m.id.clone()).collect())
+            .collect();
+        Ok(LookupOutcome::Partial(self.receipt(
+            &ids,
+            serde_json::json!(media),
+            None,
+        )?))
     }
 
     async fn delete(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<()> {

@@ -542,3 +542,136 @@ async fn a_spent_window_answers_429() {
         "75 calls per 15 minutes"
     );
 }
+
+#[tokio::test]
+async fn a_lookup_pages_through_everything_posted_since() {
+    let (mock, publisher, mut ctx) = setup().await;
+    let since = Utc::now();
+    // The create of "the lost one" never left; the account posted 150 times since.
+    for i in 0..150 {
+        mock.add_post(mock.user_id(), &format!("posted elsewhere, {i}"));
+    }
+    let post = Post::new("the lost one");
+    let outcome = publisher
+        .lookup_recent(&ctx, &post, since)
+        .await
+        .expect("lookup");
+    assert_eq!(
+        outcome,
+        LookupOutcome::Absent,
+        "all 150 were read: it is absent"
+    );
+    assert_eq!(mock.calls("users.tweets"), 2, "two pages of 100");
+    publisher.publish(&mut ctx, &post).await.expect("published");
+    let copies = mock.posts().iter().filter(|p| p.text == post.text).count();
+    assert_eq!(copies, 1, "published once");
+
+    // Reading one page only, the lookup cannot tell.
+    let (short, ctx) = publisher_for(&mock, config(&mock).lookup_pages(1));
+    let outcome = short
+        .lookup_recent(&ctx, &Post::new("another lost one"), since)
+        .await
+        .expect("lookup");
+    assert!(
+        matches!(outcome, LookupOutcome::Unknown { .. }),
+        "{outcome:?}"
+    );
+}
+
+fn three_parts(tag: &str) -> Post {
+    Post::new(format!("1/3 {tag}"))
+        .with_thread_part(PostPart {
+            text: format!("2/3 {tag}"),
+            media: vec![],
+        })
+        .with_thread_part(PostPart {
+            text: format!("3/3 {tag}"),
+            media: vec![],
+        })
+}
+
+#[tokio::test]
+async fn a_partly_posted_thread_is_partial_not_absent() {
+    let (mock, publisher, ctx) = setup().await;
+    let journal = Arc::new(RecordingJournal::new());
+    let mut ctx = ctx.with_journal(journal.clone());
+    let post = three_parts("partial");
+    let since = Utc::now();
+    // Part 1 lands; part 2's connection breaks before X takes it.
+    mock.faults().pass_next("tweets.create", 1);
+    mock.faults().drop_next("tweets.create", 1);
+    let e = publisher
+        .publish(&mut ctx, &post)
+        .await
+        .expect_err("part 2 unconfirmed");
+    assert_eq!(e.kind(), ErrorKind::Unconfirmed, "{e}");
+    assert_eq!(mock.posts().len(), 1);
+
+    // Without the checkpoint: part 1 is found by its text, the rest is not there.
+    let (fresh, fresh_ctx) = publisher_for(&mock, config(&mock));
+    match fresh
+        .lookup_recent(&fresh_ctx, &post, since)
+        .await
+        .expect("lookup")
+    {
+        LookupOutcome::Partial(found) => {
+            assert_eq!(found.parts.len(), 1);
+            assert_eq!(found.remote_id, mock.posts()[0].id);
+        }
+        other => panic!("a thread with its first part posted is partial: {other:?}"),
+    }
+
+    // With it, the scheduler publishes again and the thread ends once.
+    let checkpoint = journal.checkpoints().last().cloned();
+    let mut retry = ctx.clone().with_checkpoint(checkpoint);
+    let outcome = publisher
+        .lookup_recent(&retry, &post, since)
+        .await
+        .expect("lookup");
+    assert!(matches!(outcome, LookupOutcome::Partial(_)), "{outcome:?}");
+    let receipt = publisher.publish(&mut retry, &post).await.expect("resumed");
+    let posts = mock.posts();
+    assert_eq!(posts.len(), 3, "no part posted twice");
+    assert_eq!(receipt.parts.len(), 3);
+    assert_eq!(posts[2].in_reply_to.as_deref(), Some(posts[1].id.as_str()));
+}
+
+#[tokio::test]
+async fn a_duplicate_refusal_of_a_part_sent_before_looks_again() {
+    let mock = XMock::start().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .expect("client");
+    let (publisher, ctx) = publisher_for(&mock, config(&mock).http_client(http));
+    let journal = Arc::new(RecordingJournal::new());
+    let mut ctx = ctx.with_journal(journal.clone());
+    let post = Post::new("did it land?");
+    // The create lands, its answer does not.
+    mock.faults()
+        .delay_answer_next("tweets.create", Duration::from_secs(2));
+    let e = publisher
+        .publish(&mut ctx, &post)
+        .await
+        .expect_err("unconfirmed");
+    assert_eq!(e.kind(), ErrorKind::Unconfirmed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mock.posts().len(), 1);
+
+    // The next attempt's look before sending again misses it (the list lags), so it sends
+    // again; X refuses the text as a duplicate, and the look after that finds it.
+    mock.lag_lists(1);
+    let checkpoint = journal.checkpoints().last().cloned();
+    let mut retry = ctx.clone().with_checkpoint(checkpoint);
+    let receipt = publisher
+        .publish(&mut retry, &post)
+        .await
+        .expect("the post exists: the publish succeeds");
+    assert_eq!(receipt.remote_id, mock.posts()[0].id);
+    assert_eq!(mock.posts().len(), 1, "posted once");
+    assert_eq!(
+        mock.calls("tweets.create"),
+        2,
+        "sent again once, refused as a duplicate"
+    );
+}

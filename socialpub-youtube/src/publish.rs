@@ -23,6 +23,9 @@ use crate::options::YouTubeOptions;
 use crate::upload::{self, SessionState, UploadRequest};
 use crate::validate::{self, DEFAULT_CATEGORY_ID, MAX_THUMBNAIL_BYTES, validate_post};
 
+/// Pages of the uploads list (50 videos each) a lookup reads at most.
+const LOOKUP_PAGES: usize = 10;
+
 /// How long after the commit an empty `videos.list` answer still means "processing" (the API
 /// may lag right after an upload) rather than "gone".
 const LIST_LAG: chrono::Duration = chrono::Duration::minutes(10);
@@ -489,49 +492,70 @@ impl Publisher for YouTubePublisher {
         if let Some(outcome) = self.lookup_session(ctx).await? {
             return Ok(outcome);
         }
-        // No session to ask: look for the video among the channel's recent uploads.
+        // No session to ask: look for the video among the channel's recent uploads, newest
+        // first, page by page until the pages reach back before the commit.
         let playlist = self.uploads_playlist(ctx).await?;
         let url = self.config.data_url("playlistItems")?;
-        let list: ListResponse<PlaylistItem> = self
-            .config
-            .api
-            .send_json(
-                ctx.into(),
-                &Call::idempotent("playlistItems.list"),
-                |http| {
-                    http.get(url.clone()).query(&[
-                        ("part", "snippet,contentDetails"),
-                        ("playlistId", playlist.as_str()),
-                        ("maxResults", "50"),
-                    ])
-                },
-            )
-            .await?;
         let title = post.title.clone().unwrap_or_default();
-        // Uploads are listed newest first; allow for clock skew between us and Google.
+        // Allow for clock skew between us and Google.
         let window_start = since - chrono::Duration::minutes(5);
-        let mut oldest: Option<DateTime<Utc>> = None;
-        for item in &list.items {
-            let snippet = item.snippet.clone().unwrap_or_default();
-            let at = snippet.published_at.as_deref().and_then(parse_time);
-            if let Some(at) = at {
-                oldest = Some(oldest.map_or(at, |o: DateTime<Utc>| o.min(at)));
+        let mut token: Option<String> = None;
+        let mut covered = false;
+        for _ in 0..LOOKUP_PAGES {
+            let list: ListResponse<PlaylistItem> = self
+                .config
+                .api
+                .send_json(
+                    ctx.into(),
+                    &Call::idempotent("playlistItems.list"),
+                    |http| {
+                        let mut query = vec![
+                            ("part", "snippet,contentDetails"),
+                            ("playlistId", playlist.as_str()),
+                            ("maxResults", "50"),
+                        ];
+                        if let Some(t) = &token {
+                            query.push(("pageToken", t.as_str()));
+                        }
+                        http.get(url.clone()).query(&query)
+                    },
+                )
+                .await?;
+            let mut oldest: Option<DateTime<Utc>> = None;
+            for item in &list.items {
+                let snippet = item.snippet.clone().unwrap_or_default();
+                let at = snippet.published_at.as_deref().and_then(parse_time);
+                if let Some(at) = at {
+                    oldest = Some(oldest.map_or(at, |o: DateTime<Utc>| o.min(at)));
+                }
+                let id = snippet
+                    .resource_id
+                    .and_then(|r| r.video_id)
+                    .or_else(|| item.content_details.clone().and_then(|c| c.video_id));
+                if let (Some(id), Some(at)) = (id, at)
+                    && at >= window_start
+                    && snippet.title.as_deref() == Some(title.as_str())
+                {
+                    let mut r =
+                        Receipt::new(Platform::YouTube, id.clone(), Some(Self::watch_url(&id)))
+                            .with_state(RemoteState::Processing);
+                    r.parts = vec![RemotePost {
+                        id: id.clone(),
+                        url: Some(Self::watch_url(&id)),
+                    }];
+                    return Ok(LookupOutcome::Found(r));
+                }
             }
-            let id = snippet
-                .resource_id
-                .and_then(|r| r.video_id)
-                .or_else(|| item.content_details.clone().and_then(|c| c.video_id));
-            if let (Some(id), Some(at)) = (id, at)
-                && at >= window_start
-                && snippet.title.as_deref() == Some(title.as_str())
-            {
-                let mut r = Receipt::new(Platform::YouTube, id.clone(), Some(Self::watch_url(&id)))
-                    .with_state(RemoteState::Processing);
-                r.parts = vec![RemotePost {
-                    id: id.clone(),
-                    url: Some(Self::watch_url(&id)),
-                }];
-                return Ok(LookupOutcome::Found(r));
+            if oldest.is_some_and(|o| o < window_start) {
+                covered = true;
+                break;
+            }
+            match list.next_page_token {
+                Some(next) => token = Some(next),
+                None => {
+                    covered = true;
+                    break;
+                }
             }
         }
         let settle = chrono::Duration::from_std(self.config.lookup_settle)
@@ -542,13 +566,13 @@ impl Publisher for YouTubePublisher {
                     .to_owned(),
             });
         }
-        let covered = list.next_page_token.is_none() || oldest.is_some_and(|o| o < window_start);
         if covered {
             Ok(LookupOutcome::Absent)
         } else {
             Ok(LookupOutcome::Unknown {
-                reason: "more uploads since then than one page of the uploads list holds"
-                    .to_owned(),
+                reason: format!(
+                    "more uploads since then than {LOOKUP_PAGES} pages of the uploads list hold"
+                ),
             })
         }
     }

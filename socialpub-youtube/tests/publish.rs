@@ -640,3 +640,47 @@ async fn quota_runs_out() {
     );
     assert_eq!(r.mock.quota_used(), (2, 0));
 }
+
+#[tokio::test]
+async fn a_lookup_pages_through_the_uploads_since() {
+    let e = env().await;
+    let since = Utc::now() - chrono::Duration::seconds(5);
+    let (post, _) = e.post(1000).await;
+    let lost = post.clone().with_title("The lost one");
+    // 60 uploads since the commit: more than one page of 50.
+    for i in 0..60 {
+        e.mock
+            .add_video(
+                YouTubeMock::DEFAULT_USER,
+                &format!("Uploaded elsewhere {i}"),
+            )
+            .expect("a channel");
+    }
+    let outcome = e
+        .publisher
+        .lookup_recent(&e.ctx(), &lost, since)
+        .await
+        .expect("lookup");
+    assert_eq!(outcome, LookupOutcome::Absent, "both pages were read");
+    let receipt = e
+        .publisher
+        .publish(&mut e.ctx(), &lost)
+        .await
+        .expect("published");
+    // The first upload of the 60 is on the second page: found there.
+    let first = post.clone().with_title("Uploaded elsewhere 0");
+    let found = e
+        .publisher
+        .lookup_recent(&e.ctx(), &first, since)
+        .await
+        .expect("lookup");
+    assert!(matches!(found, LookupOutcome::Found(_)), "{found:?}");
+    let copies = e
+        .mock
+        .videos()
+        .iter()
+        .filter(|v| v.title == "The lost one")
+        .count();
+    assert_eq!(copies, 1);
+    assert!(!receipt.remote_id.is_empty());
+}

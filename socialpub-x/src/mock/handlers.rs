@@ -304,28 +304,42 @@ async fn users_tweets(
             },
         };
         let fields = q.get("tweet.fields").cloned().unwrap_or_default();
-        let d = s2.data();
+        let mut d = s2.data();
+        let lag = d.lagging_lists > 0;
+        d.lagging_lists = d.lagging_lists.saturating_sub(1);
         if !d.users.contains_key(&id) {
             return problem(
                 404,
                 json!({"title":"Not Found Error","type":"https://api.twitter.com/2/problems/resource-not-found","detail":format!("Could not find user with id: [{id}]."),"resource_type":"user","resource_id":id}),
             );
         }
+        // The token is opaque to clients; here it is the offset of the page, newest first.
+        let offset = match q.get("pagination_token") {
+            None => 0,
+            Some(t) => match t.strip_prefix("7140dibdnow9c7btw").and_then(|n| n.parse().ok()) {
+                Some(n) => n,
+                None => return invalid("pagination_token", "The pagination token is not valid."),
+            },
+        };
         let mut mine: Vec<&MockPost> = d
             .posts
             .iter()
             .filter(|p| p.author_id == id && since.is_none_or(|t| p.created_at >= t))
             .collect();
         mine.reverse();
-        let more = mine.len() > max;
-        let page: Vec<Value> = mine.iter().take(max).map(|p| post_json(p, &fields)).collect();
+        if lag && !mine.is_empty() {
+            mine.remove(0);
+        }
+        let window: Vec<&MockPost> = mine.iter().skip(offset).take(max).copied().collect();
+        let more = mine.len() > offset + window.len();
+        let page: Vec<Value> = window.iter().map(|p| post_json(p, &fields)).collect();
         let mut meta = json!({"result_count":page.len()});
-        if let (Some(first), Some(last)) = (mine.first(), mine[..max.min(mine.len())].last()) {
+        if let (Some(first), Some(last)) = (window.first(), window.last()) {
             meta["newest_id"] = json!(first.id);
             meta["oldest_id"] = json!(last.id);
         }
         if more {
-            meta["next_token"] = json!("mock-next-page");
+            meta["next_token"] = json!(format!("7140dibdnow9c7btw{}", offset + window.len()));
         }
         if page.is_empty() {
             return ok(200, json!({"meta":meta}));

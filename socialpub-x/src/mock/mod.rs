@@ -378,6 +378,32 @@ impl XMock {
         self.shared.data().fail_next_processing = true;
     }
 
+    /// Adds a post by `user` with `text`, as if posted elsewhere (another app, the website);
+    /// returns its id.
+    pub fn add_post(&self, user: &str, text: &str) -> String {
+        let mut d = self.shared.data();
+        let id = state::next_id(&mut d);
+        d.posts.push(MockPost {
+            id: id.clone(),
+            author_id: user.to_owned(),
+            text: text.to_owned(),
+            in_reply_to: None,
+            quote_of: None,
+            media_ids: Vec::new(),
+            poll_options: Vec::new(),
+            poll_minutes: None,
+            reply_settings: None,
+            created_at: chrono::Utc::now(),
+        });
+        id
+    }
+
+    /// The next `reads` list reads (`GET /2/users/{id}/tweets`) leave out the newest post, as
+    /// X's timelines do for a moment after a post is created.
+    pub fn lag_lists(&self, reads: u32) {
+        self.shared.data().lagging_lists = reads;
+    }
+
     /// Requests received so far, all endpoints.
     pub fn requests(&self) -> usize {
         self.shared.kit.log().requests()

@@ -99,6 +99,8 @@ pub(crate) struct Data {
     pub(crate) next_id: u64,
     pub(crate) windows: HashMap<(String, String), (DateTime<Utc>, u64)>,
     pub(crate) fail_next_processing: bool,
+    /// List reads still to come that leave out the newest post (X's timelines lag).
+    pub(crate) lagging_lists: u32,
 }
 
 pub(crate) struct Settings {

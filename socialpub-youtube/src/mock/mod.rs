@@ -516,6 +516,36 @@ impl YouTubeMock {
             .map(|v| v.video.clone())
     }
 
+    /// Adds a public video titled `title` to `user`'s channel, as if uploaded elsewhere (the
+    /// website, another app); returns its id, or `None` for a user without a channel.
+    pub fn add_video(&self, user: &str, title: &str) -> Option<String> {
+        let mut s = self.shared.state();
+        let channel = s.channel_of(user)?;
+        let vid = id(11);
+        let video = MockVideo {
+            id: vid.clone(),
+            channel_id: channel.id,
+            title: title.to_owned(),
+            privacy_status: "public".to_owned(),
+            publish_at: None,
+            size: 0,
+            sha256: String::new(),
+            metadata: serde_json::json!({"snippet": {"title": title}, "status": {"privacyStatus": "public"}}),
+            notify_subscribers: false,
+            thumbnail: None,
+            deleted: false,
+        };
+        let script = s.processing.clone();
+        s.videos.push(state::VideoRec {
+            video,
+            created: chrono::Utc::now(),
+            created_instant: std::time::Instant::now(),
+            reads: 0,
+            script,
+        });
+        Some(vid)
+    }
+
     /// Counters of what was received.
     pub fn stats(&self) -> MockStats {
         let c = &self.shared.counters;

@@ -36,7 +36,16 @@ impl Shared {
                 tracing::info!(delivery = %d.id, "an unconfirmed publish was found on the platform");
                 return self.accepted(&d, receipt, true).await;
             }
-            Ok(LookupOutcome::Absent) => {
+            // The parts found stay in the checkpoint the publish resumes from: publishing again
+            // continues after them, as for an absent post.
+            Ok(outcome @ (LookupOutcome::Absent | LookupOutcome::Partial(_))) => {
+                let what = match outcome {
+                    LookupOutcome::Partial(found) => format!(
+                        "the lookup found {} part(s) of the post and not the rest",
+                        found.parts.len()
+                    ),
+                    _ => "the lookup shows the post is absent".to_owned(),
+                };
                 let trusted_from = since + std_to_chrono(self.retry.absent_after.max(self.lease));
                 if now < trusted_from {
                     let t = Transition::new(&d, DeliveryState::Unconfirmed, now)
@@ -50,7 +59,7 @@ impl Shared {
                 }
                 let t = Transition::new(&d, DeliveryState::RetryWaiting, now)
                     .run_at(now)
-                    .message("the lookup shows the post is absent: publishing again");
+                    .message(format!("{what}: publishing again"));
                 let t = self.with_event(&d, t, EventKind::Retrying);
                 return self.write(t).await.map(|_| ());
             }
