@@ -124,7 +124,7 @@ async fn concurrent_connects_migrate_once() {
     });
     for handle in connects {
         let store = handle.await.expect("join").expect("connect");
-        assert_eq!(store.schema_version().await.expect("version"), 3);
+        assert_eq!(store.schema_version().await.expect("version"), 4);
         assert_eq!(store.schema(), name);
     }
     schemas.drop_all().await;
@@ -188,7 +188,7 @@ async fn a_version_1_database_is_upgraded_in_place() {
         .connect()
         .await
         .expect("connect and migrate");
-    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(store.schema_version().await.expect("version"), 4);
     let listed = store
         .list(&DeliveryFilter::tenant("acme"))
         .await

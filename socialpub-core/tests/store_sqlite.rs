@@ -66,7 +66,7 @@ async fn model_based_random_operations() {
 async fn reopening_keeps_data_and_does_not_migrate_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, "reopen.db").await;
-    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(store.schema_version().await.expect("version"), 3);
     let (deliveries, events) = socialpub_core::testkit::schedule::new_post("t", &["1"], 10);
     store.insert(&deliveries, &events).await.expect("insert");
     store.close().await;
@@ -76,7 +76,7 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
         .open()
         .await
         .expect("reopen");
-    assert_eq!(again.schema_version().await.expect("version"), 2);
+    assert_eq!(again.schema_version().await.expect("version"), 3);
     let got = again
         .get("t", deliveries[0].id)
         .await
@@ -95,7 +95,7 @@ async fn concurrent_opens_of_a_new_file_migrate_once() {
     });
     for handle in opens {
         let store = handle.await.expect("join").expect("open");
-        assert_eq!(store.schema_version().await.expect("version"), 2);
+        assert_eq!(store.schema_version().await.expect("version"), 3);
     }
 }
 
@@ -458,7 +458,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
     let store = SqliteStore::open(path.display().to_string())
         .await
         .expect("open and migrate");
-    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(store.schema_version().await.expect("version"), 3);
     let claimed = store
         .claim_due(
             "w",

@@ -15,6 +15,7 @@ use super::delivery::{
 };
 use super::events::{Event, OutboxEvent};
 use super::store::{Claimed, DeliveryFilter, NextTimes, PurgeReport, ScheduleStore, TenantExport};
+use crate::auth::AccountKey;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
@@ -27,6 +28,8 @@ struct Inner {
     leases: BTreeSet<(DateTime<Utc>, Uuid)>,
     outbox: BTreeMap<i64, Event>,
     next_seq: i64,
+    /// Each account's publish slot: its holder and until when.
+    slots: HashMap<AccountKey, (Uuid, DateTime<Utc>)>,
 }
 
 fn due_key(d: &Delivery) -> Option<(DateTime<Utc>, Uuid)> {
@@ -200,6 +203,48 @@ impl ScheduleStore for MemoryScheduleStore {
         let mut g = self.lock()?;
         Ok(g.update(id, |d| d.apply_renew(fence, until))
             .unwrap_or(false))
+    }
+
+    async fn acquire_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut g = self.lock()?;
+        let free = g
+            .slots
+            .get(key)
+            .is_none_or(|(h, held_until)| *h == holder || *held_until <= now);
+        if free {
+            g.slots.insert(key.clone(), (holder, until));
+        }
+        Ok(free)
+    }
+
+    async fn renew_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut g = self.lock()?;
+        match g.slots.get_mut(key) {
+            Some((h, held_until)) if *h == holder => {
+                *held_until = (*held_until).max(until);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_account_slot(&self, key: &AccountKey, holder: Uuid) -> Result<()> {
+        let mut g = self.lock()?;
+        if g.slots.get(key).is_some_and(|(h, _)| *h == holder) {
+            g.slots.remove(key);
+        }
+        Ok(())
     }
 
     async fn transition(&self, t: &Transition) -> Result<Fenced<Delivery>> {
@@ -446,6 +491,7 @@ impl ScheduleStore for MemoryScheduleStore {
             g.remove(*id);
         }
         g.outbox.retain(|_, e| e.tenant != tenant);
+        g.slots.retain(|k, _| k.tenant != tenant);
         Ok(ids.len() as u64)
     }
 

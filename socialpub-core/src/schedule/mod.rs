@@ -56,8 +56,10 @@
 //!   the commit are retried, with exponential backoff and full jitter; a rate limit waits as
 //!   long as the platform says and pauses only that account, without using up an attempt. An
 //!   unauthorized answer refreshes the token once and publishes once more.
-//! - **Pacing**: at most one publish in flight per account (in one engine), a concurrency
-//!   limit overall, and optional GCRA quotas per platform application and per account.
+//! - **Pacing**: at most one publish in flight per account across every engine sharing the
+//!   store (the account's slot in the store, [`ScheduleStore::acquire_account_slot`]), a
+//!   concurrency limit overall, and optional GCRA quotas per platform application and per
+//!   account.
 //! - **Events** ([`Event`]) are appended to the store's outbox in the same transaction as
 //!   their transition and broadcast to in-process subscribers.
 //! - **Time** comes from an injectable [`crate::clock::Clock`]: workers sleep until the

@@ -15,6 +15,7 @@ use super::delivery::{
     Transition,
 };
 use super::events::{Event, OutboxEvent};
+use crate::auth::AccountKey;
 use crate::error::Result;
 
 /// When workers next have something to do ([`ScheduleStore::next_times`]).
@@ -219,6 +220,30 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// `false` when that lease is gone.
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool>;
 
+    /// Takes the publish slot of account `key` for delivery `holder` until `until`, when no
+    /// other delivery holds it past `now` (or `holder` already does). The engine publishes only
+    /// while it holds the account's slot, so at most one publish per account is in flight
+    /// across every engine sharing the store. `false` when another delivery holds it.
+    async fn acquire_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Extends the slot of account `key` to `until` while `holder` holds it; `false` when it
+    /// no longer does (it expired and another delivery took it).
+    async fn renew_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Gives up the slot of account `key` if `holder` holds it.
+    async fn release_account_slot(&self, key: &AccountKey, holder: Uuid) -> Result<()>;
+
     /// Applies a worker's fenced transition ([`Delivery::apply_transition`]) with its history
     /// entry and event. Returns the delivery as written.
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>>;
@@ -336,6 +361,26 @@ impl<T: ScheduleStore + ?Sized> ScheduleStore for Arc<T> {
     }
     async fn renew_lease(&self, id: Uuid, fence: i64, until: DateTime<Utc>) -> Result<bool> {
         (**self).renew_lease(id, fence, until).await
+    }
+    async fn acquire_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        (**self).acquire_account_slot(key, holder, now, until).await
+    }
+    async fn renew_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        (**self).renew_account_slot(key, holder, until).await
+    }
+    async fn release_account_slot(&self, key: &AccountKey, holder: Uuid) -> Result<()> {
+        (**self).release_account_slot(key, holder).await
     }
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
         (**self).transition(transition).await

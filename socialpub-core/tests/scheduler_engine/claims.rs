@@ -257,6 +257,32 @@ impl<S: ScheduleStore> ScheduleStore for CountingClaims<S> {
     ) -> socialpub_core::Result<bool> {
         self.inner.renew_lease(id, fence, until).await
     }
+    async fn acquire_account_slot(
+        &self,
+        key: &socialpub_core::AccountKey,
+        holder: uuid::Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> socialpub_core::Result<bool> {
+        self.inner
+            .acquire_account_slot(key, holder, now, until)
+            .await
+    }
+    async fn renew_account_slot(
+        &self,
+        key: &socialpub_core::AccountKey,
+        holder: uuid::Uuid,
+        until: DateTime<Utc>,
+    ) -> socialpub_core::Result<bool> {
+        self.inner.renew_account_slot(key, holder, until).await
+    }
+    async fn release_account_slot(
+        &self,
+        key: &socialpub_core::AccountKey,
+        holder: uuid::Uuid,
+    ) -> socialpub_core::Result<()> {
+        self.inner.release_account_slot(key, holder).await
+    }
     async fn transition(&self, t: &Transition) -> socialpub_core::Result<Fenced<Delivery>> {
         self.inner.transition(t).await
     }

@@ -44,6 +44,7 @@ impl Engine {
             lease: Duration::from_secs(60),
             idle_poll: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(3600),
+            account_slots: true,
             retry: RetryPolicy::default(),
             policy: DeliveryPolicy::default(),
             name: format!("engine-{}", &Uuid::new_v4().simple().to_string()[..8]),
@@ -71,6 +72,7 @@ pub struct EngineBuilder {
     lease: Duration,
     idle_poll: Duration,
     publish_timeout: Duration,
+    account_slots: bool,
     retry: RetryPolicy,
     policy: DeliveryPolicy,
     name: String,
@@ -194,6 +196,17 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether a publish takes its account's slot in the store (default `true`), so that at
+    /// most one publish per account is in flight across every engine sharing the store, not
+    /// only in this one: a thread's posts keep their order and the platform's per-account
+    /// limits hold with many processes. It costs two small writes per publish (taking the slot
+    /// and giving it up) and one per lease renewal of a long publish; turn it off only when
+    /// this engine alone publishes to the store's accounts.
+    pub fn account_slots(mut self, on: bool) -> Self {
+        self.account_slots = on;
+        self
+    }
+
     /// The retry policy.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
@@ -252,6 +265,7 @@ impl EngineBuilder {
                 lease: self.lease,
                 idle_poll: self.idle_poll,
                 publish_timeout: self.publish_timeout,
+                account_slots: self.account_slots,
                 retry: self.retry,
                 policy: self.policy,
                 name: self.name,

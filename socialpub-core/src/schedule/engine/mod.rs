@@ -69,6 +69,8 @@ struct Shared {
     lease: Duration,
     idle_poll: Duration,
     publish_timeout: Duration,
+    /// Whether publishes take their account's slot in the store.
+    account_slots: bool,
     retry: RetryPolicy,
     policy: DeliveryPolicy,
     name: String,
@@ -109,7 +111,8 @@ struct Shared {
 ///   their time), and sleeps until the next due time less that window, an in-process
 ///   notification (a schedule or reschedule), or the store's own wake-up signal.
 /// - Each claimed delivery runs in its own task under a lease renewed every third of its
-///   length; at most one publish per account runs at a time in this engine.
+///   length; at most one publish per account runs at a time across the engines sharing the
+///   store ([`EngineBuilder::account_slots`]).
 /// - Retries follow the [`RetryPolicy`]; a rate limit pauses only the account it names.
 /// - Events go to [`Engine::subscribe`] and, through the store, to its outbox.
 #[derive(Clone)]

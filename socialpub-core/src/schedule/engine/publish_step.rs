@@ -5,18 +5,44 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use uuid::Uuid;
 
 use super::journal::StoreJournal;
 use super::lease::{LeaseWatch, lease_lost};
 use super::worker::Slot;
 use super::{Shared, std_to_chrono};
+use crate::auth::AccountKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::post::Post;
 use crate::publish::{PublishContext, Publisher, Receipt, RemoteState};
 use crate::schedule::delivery::{Delivery, DeliveryError, DeliveryState, Transition};
 use crate::schedule::events::{Event, EventKind};
 
+/// How long a delivery waits when another engine is publishing to its account.
+const ACCOUNT_BUSY_WAIT: Duration = Duration::from_secs(1);
+
 impl Shared {
+    /// Renews the account's publish slot every third of the lease while `holder` publishes;
+    /// returns, marking the lease lost, only if the slot was lost.
+    async fn hold_account_slot(&self, key: &AccountKey, holder: Uuid, lost: &LeaseWatch) {
+        let every = self.lease / 3;
+        loop {
+            crate::clock::sleep(&*self.clock, every).await;
+            let until = self.clock.now() + std_to_chrono(self.lease);
+            match self.store.renew_account_slot(key, holder, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(account = %key, delivery = %holder, "the account's publish slot was lost");
+                    lost.lose();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(account = %key, error = %e, "renewing the account's publish slot failed");
+                }
+            }
+        }
+    }
+
     async fn warn_expiring(&self, d: &Delivery) {
         let Some(tm) = &self.token_manager else {
             return;
@@ -139,6 +165,23 @@ impl Shared {
             return self.snooze(&d, at, e, false).await;
         }
 
+        // One publish per account across every engine sharing the store, too: the slot is
+        // held with the lease, renewed with it and given up when the publish returns.
+        let now = self.clock.now();
+        let until = now + std_to_chrono(self.lease);
+        if self.account_slots
+            && !self
+                .store
+                .acquire_account_slot(&key, d.id, now, until)
+                .await?
+        {
+            let t = Transition::new(&d, DeliveryState::Scheduled, now)
+                .run_at(now + std_to_chrono(ACCOUNT_BUSY_WAIT))
+                .attempt(d.attempt.saturating_sub(1))
+                .message("another worker is publishing to this account; waiting for it");
+            return self.write(t).await.map(|_| ());
+        }
+
         self.warn_expiring(&d).await;
 
         let fence = d.lease.as_ref().map_or(d.fence, |l| l.fence);
@@ -152,9 +195,23 @@ impl Shared {
             self.clock.now(),
         ));
         let mut ctx = self.context(&d, journal.clone());
-        let result = self
-            .publish_with_refresh(&*publisher, &mut ctx, &d, &journal)
-            .await;
+        let result = {
+            let publish = self.publish_with_refresh(&*publisher, &mut ctx, &d, &journal);
+            tokio::pin!(publish);
+            tokio::select! {
+                r = &mut publish => r,
+                // The slot was lost (it expired and another delivery took it): the lease is
+                // treated as lost, so the publish sends no create request from now on.
+                () = self.hold_account_slot(&key, d.id, lost), if self.account_slots => {
+                    publish.await
+                }
+            }
+        };
+        if self.account_slots
+            && let Err(e) = self.store.release_account_slot(&key, d.id).await
+        {
+            tracing::warn!(account = %key, error = %e, "could not give up the account's publish slot; it expires with the lease");
+        }
         // The slot bounds publishes (and the uploads they buffer) in flight; recording the
         // outcome is the store's work, and the next publish need not wait for its commit.
         drop(ctx);

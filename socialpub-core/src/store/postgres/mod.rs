@@ -57,6 +57,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "plain_json",
         sql: include_str!("../../../migrations/postgres/0003_plain_json.sql"),
     },
+    Migration {
+        version: 4,
+        name: "account_slots",
+        sql: include_str!("../../../migrations/postgres/0004_account_slots.sql"),
+    },
 ];
 
 /// The first half of the advisory-lock key that serializes migrations (the second is a hash

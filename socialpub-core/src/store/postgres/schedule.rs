@@ -16,6 +16,7 @@ use super::rows::{
     JsonText, KEYED_COLUMNS, col, delivery_from_row, event_from_row, history_from_row,
     insert_event, write_step,
 };
+use crate::auth::AccountKey;
 use crate::error::Result;
 use crate::schedule::{
     CancelOutcome, Claimed, Delivery, DeliveryFilter, Event, Fenced, HistoryEntry, NextTimes,
@@ -143,6 +144,69 @@ impl ScheduleStore for PostgresStore {
         .await
         .map_err(db("cannot renew a lease"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn acquire_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO socialpub_account_slots (tenant, platform, account_id, holder, held_until)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, platform, account_id) DO UPDATE
+             SET holder = EXCLUDED.holder, held_until = EXCLUDED.held_until
+             WHERE socialpub_account_slots.holder = EXCLUDED.holder
+                OR socialpub_account_slots.held_until <= $6",
+        )
+        .bind(&key.tenant)
+        .bind(key.platform.as_str())
+        .bind(&key.account_id)
+        .bind(holder)
+        .bind(trunc(until))
+        .bind(trunc(now))
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot take an account's publish slot"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn renew_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE socialpub_account_slots SET held_until = GREATEST(held_until, $1)
+             WHERE tenant = $2 AND platform = $3 AND account_id = $4 AND holder = $5",
+        )
+        .bind(trunc(until))
+        .bind(&key.tenant)
+        .bind(key.platform.as_str())
+        .bind(&key.account_id)
+        .bind(holder)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot renew an account's publish slot"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_account_slot(&self, key: &AccountKey, holder: Uuid) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM socialpub_account_slots
+             WHERE tenant = $1 AND platform = $2 AND account_id = $3 AND holder = $4",
+        )
+        .bind(&key.tenant)
+        .bind(key.platform.as_str())
+        .bind(&key.account_id)
+        .bind(holder)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db("cannot give up an account's publish slot"))?;
+        Ok(())
     }
 
     async fn transition(&self, transition: &Transition) -> Result<Fenced<Delivery>> {
@@ -512,6 +576,11 @@ impl ScheduleStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(db("cannot delete a tenant's events"))?;
+        sqlx::query("DELETE FROM socialpub_account_slots WHERE tenant = $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot delete a tenant's account slots"))?;
         tx.commit()
             .await
             .map_err(db("cannot commit a tenant's deletion"))?;

@@ -50,6 +50,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "cheaper_state_changes",
         sql: include_str!("../../../migrations/sqlite/0002_cheaper_state_changes.sql"),
     },
+    Migration {
+        version: 3,
+        name: "account_slots",
+        sql: include_str!("../../../migrations/sqlite/0003_account_slots.sql"),
+    },
 ];
 
 /// Prepared statements kept per connection (the hot paths use a dozen).

@@ -15,6 +15,7 @@ use super::rows::{
     write_step,
 };
 use super::{SqliteStore, db, immediate};
+use crate::auth::AccountKey;
 use crate::error::Result;
 use crate::schedule::{
     CancelOutcome, Claimed, Delivery, DeliveryFilter, Event, Fenced, HistoryEntry, NextTimes,
@@ -139,6 +140,77 @@ impl ScheduleStore for SqliteStore {
                 .and_then(|mut s| s.execute(params![until, id, fence]))
                 .map_err(db("cannot renew a lease"))?;
                 Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn acquire_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (tenant, platform, account) = slot_key(key);
+        let (now, until) = (micros(trunc(now)), micros(trunc(until)));
+        // The slots are not delivery rows: the kept rows stay true.
+        self.inner
+            .writer
+            .run_keeping(move |conn, _| {
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO socialpub_account_slots
+                             (tenant, platform, account_id, holder, held_until)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (tenant, platform, account_id) DO UPDATE
+                         SET holder = excluded.holder, held_until = excluded.held_until
+                         WHERE socialpub_account_slots.holder = excluded.holder
+                            OR socialpub_account_slots.held_until <= ?6",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![tenant, platform, account, holder, until, now])
+                    })
+                    .map_err(db("cannot take an account's publish slot"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn renew_account_slot(
+        &self,
+        key: &AccountKey,
+        holder: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (tenant, platform, account) = slot_key(key);
+        let until = micros(trunc(until));
+        self.inner
+            .writer
+            .run_keeping(move |conn, _| {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE socialpub_account_slots SET held_until = MAX(held_until, ?1)
+                         WHERE tenant = ?2 AND platform = ?3 AND account_id = ?4 AND holder = ?5",
+                    )
+                    .and_then(|mut s| s.execute(params![until, tenant, platform, account, holder]))
+                    .map_err(db("cannot renew an account's publish slot"))?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn release_account_slot(&self, key: &AccountKey, holder: Uuid) -> Result<()> {
+        let (tenant, platform, account) = slot_key(key);
+        self.inner
+            .writer
+            .run_keeping(move |conn, _| {
+                conn.prepare_cached(
+                    "DELETE FROM socialpub_account_slots
+                     WHERE tenant = ?1 AND platform = ?2 AND account_id = ?3 AND holder = ?4",
+                )
+                .and_then(|mut s| s.execute(params![tenant, platform, account, holder]))
+                .map_err(db("cannot give up an account's publish slot"))?;
+                Ok(())
             })
             .await
     }
@@ -513,6 +585,11 @@ impl ScheduleStore for SqliteStore {
                 params![tenant],
             )
             .map_err(db("cannot delete a tenant's events"))?;
+            tx.execute(
+                "DELETE FROM socialpub_account_slots WHERE tenant = ?1",
+                params![tenant],
+            )
+            .map_err(db("cannot delete a tenant's account slots"))?;
             tx.commit()
                 .map_err(db("cannot commit a tenant's deletion"))?;
             Ok(n)
@@ -523,4 +600,13 @@ impl ScheduleStore for SqliteStore {
     fn wakeups(&self) -> Option<Arc<Notify>> {
         Some(self.inner.wake.clone())
     }
+}
+
+/// The owned columns of an account's slot row.
+fn slot_key(key: &AccountKey) -> (String, String, String) {
+    (
+        key.tenant.clone(),
+        key.platform.as_str().to_owned(),
+        key.account_id.clone(),
+    )
 }

@@ -18,6 +18,7 @@
 //! `#[tokio::test]`s. Times are whole milliseconds, so stores that keep microseconds compare
 //! equal.
 
+mod accounts;
 mod claims;
 mod documents;
 mod leases;
@@ -38,6 +39,7 @@ use crate::post::{Post, Target};
 use crate::publish::Receipt;
 use crate::schedule::{Delivery, Event, EventKind, Fenced, NewDelivery, ScheduleStore};
 
+pub use accounts::account_slots;
 pub use claims::{claiming, claiming_ahead, concurrent_claims};
 pub use documents::documents_keep_any_text;
 pub use leases::{fencing, rescue};
@@ -149,4 +151,5 @@ where
     documents_keep_any_text(&*factory().await).await;
     data_rights(&*factory().await).await;
     purge_after_publish(&*factory().await).await;
+    account_slots(factory().await).await;
 }

@@ -12,11 +12,11 @@
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::print_stderr)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,17 @@ use secrecy::SecretString;
 use socialpub_core::auth::StaticToken;
 use socialpub_core::platform::{Capabilities, Platform, TextCounting, TextRule};
 use socialpub_core::schedule::policy::RetryPolicy;
-use socialpub_core::schedule::{Delivery, Engine, NewDelivery, ScheduleStore};
+use socialpub_core::schedule::{Engine, ScheduleStore};
 use socialpub_core::store::{PostgresStore, SqliteStore};
 use socialpub_core::{
-    LookupOutcome, Post, PublishContext, Publisher, Receipt, Result, Target, ValidationReport,
+    LookupOutcome, Post, PublishContext, Publisher, Receipt, Result, ValidationReport,
 };
 use uuid::Uuid;
+
+mod account_slots;
+mod cluster;
+
+use cluster::{Cluster, assert_exactly_once, schedule};
 
 /// The multi-process tests share two cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -191,6 +196,8 @@ struct CountingPublisher {
     /// Chance in 1,000 that the process kills itself with SIGKILL right after the commit
     /// point, and again right after the create: the two windows that matter.
     self_kill_permille: u32,
+    /// Where to append each publish's commit window (commit point to created), if anywhere.
+    windows: Option<PathBuf>,
 }
 
 impl CountingPublisher {
@@ -210,6 +217,21 @@ impl CountingPublisher {
         // One write of a short line to an O_APPEND file: atomic between processes.
         f.write_all(format!("{key} {}\n", self.worker).as_bytes())
             .expect("append to the publish log");
+    }
+
+    /// Appends `start end worker` (µs since the epoch) to the windows file, if there is one.
+    fn window(&self, start: u128) {
+        let Some(path) = &self.windows else {
+            return;
+        };
+        let end = micros_now();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the windows log");
+        f.write_all(format!("{start} {end} {}\n", self.worker).as_bytes())
+            .expect("append to the windows log");
     }
 
     async fn pause(&self) {
@@ -252,9 +274,11 @@ impl Publisher for CountingPublisher {
         ctx.access_token().await?;
         self.pause().await;
         ctx.commit_point().await?;
+        let start = micros_now();
         self.maybe_die();
         self.pause().await;
         self.create(&key);
+        self.window(start);
         self.maybe_die();
         Ok(Receipt::new(Platform::X, format!("post-{key}"), None))
     }
@@ -272,6 +296,14 @@ impl Publisher for CountingPublisher {
             LookupOutcome::Absent
         })
     }
+}
+
+/// Microseconds since the epoch, on the clock every process shares.
+fn micros_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -322,6 +354,7 @@ fn child_worker() {
             worker: name.clone(),
             delay_ms: env_u64("SP_DELAY_MS", 0),
             self_kill_permille: env_u64("SP_SELF_KILL", 0) as u32,
+            windows: std::env::var("SP_WINDOWS").ok().map(PathBuf::from),
         };
         let engine = Engine::builder_arc(
             store,
@@ -342,202 +375,6 @@ fn child_worker() {
         }
         std::future::pending::<()>().await;
     });
-}
-
-// ---------------------------------------------------------------------------------------
-// The driver.
-
-struct Cluster {
-    backend: Backend,
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    children: Vec<(String, Child)>,
-    spawned: usize,
-}
-
-impl Cluster {
-    fn new(backend: Backend, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
-        Cluster {
-            backend,
-            dir,
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            children: Vec::new(),
-            spawned: 0,
-        }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("published.log")
-    }
-
-    /// Starts a worker process; returns its name.
-    fn spawn(&mut self, extra: &[(&str, &str)]) -> String {
-        self.spawned += 1;
-        let name = format!("w{}", self.spawned);
-        let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
-        cmd.args(["child_worker", "--exact", "--nocapture", "--test-threads=1"])
-            .env("SOCIALPUB_TEST_CHILD", "worker")
-            .env("SP_NAME", &name)
-            .env("SP_LOG", self.log())
-            .env("SP_READY", self.dir.path().join(format!("ready-{name}")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        self.backend.to_env(&mut cmd);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn a worker");
-        self.children.push((name.clone(), child));
-        name
-    }
-
-    fn wait_ready(&self, names: &[String]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !names
-            .iter()
-            .all(|n| self.dir.path().join(format!("ready-{n}")).exists())
-        {
-            assert!(Instant::now() < deadline, "workers did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILLs worker `i` and waits for it.
-    fn kill(&mut self, i: usize) -> String {
-        let (name, mut child) = self.children.remove(i);
-        let _ = child.kill();
-        let _ = child.wait();
-        name
-    }
-
-    /// Workers that died on their own (self-kill failpoints), removed from the list.
-    fn reap(&mut self) -> usize {
-        let mut dead = 0;
-        let mut i = 0;
-        while i < self.children.len() {
-            if matches!(self.children[i].1.try_wait(), Ok(Some(_))) {
-                self.children.remove(i);
-                dead += 1;
-            } else {
-                i += 1;
-            }
-        }
-        dead
-    }
-
-    fn kill_all(&mut self) {
-        while !self.children.is_empty() {
-            self.kill(0);
-        }
-    }
-
-    /// Creates per delivery id, from the log.
-    fn creates(&self) -> HashMap<String, (usize, String)> {
-        let mut out: HashMap<String, (usize, String)> = HashMap::new();
-        for line in std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-        {
-            let mut parts = line.split(' ');
-            let key = parts.next().unwrap_or_default().to_owned();
-            let worker = parts.next().unwrap_or_default().to_owned();
-            let e = out.entry(key).or_insert((0, worker));
-            e.0 += 1;
-        }
-        out
-    }
-
-    async fn wait_until_published(&self, n: i64, timeout: Duration) -> BTreeMap<String, i64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let counts = self.backend.counts().await;
-            if counts.get("published").copied().unwrap_or(0) >= n || Instant::now() > deadline {
-                return counts;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
-}
-
-/// `n` deliveries of `TENANT`, one per post, over `accounts` accounts, due `spread` apart
-/// from now in 30 steps.
-async fn schedule(
-    store: &dyn ScheduleStore,
-    n: usize,
-    accounts: usize,
-    spread: Duration,
-) -> Vec<Uuid> {
-    let now = Utc::now();
-    let mut ids = Vec::with_capacity(n);
-    let mut batch = Vec::new();
-    for i in 0..n {
-        let target = Target::new(Platform::X, format!("account-{}", i % accounts));
-        let post = Post::new(format!("post {i}")).with_target(target.clone());
-        let step = spread / 30 * (i % 30) as u32;
-        let d = Delivery::new(NewDelivery {
-            post_id: Uuid::now_v7(),
-            tenant: TENANT,
-            target,
-            post: &post,
-            due_at: now + chrono::Duration::from_std(step).expect("step"),
-            max_attempts: 5,
-            deadline: None,
-            now,
-        });
-        ids.push(d.id);
-        batch.push(d);
-        if batch.len() == 500 {
-            store.insert(&batch, &[]).await.expect("insert");
-            batch.clear();
-        }
-    }
-    if !batch.is_empty() {
-        store.insert(&batch, &[]).await.expect("insert");
-    }
-    ids
-}
-
-/// Every delivery published, each created exactly once on the "platform".
-async fn assert_exactly_once(cluster: &Cluster, store: &dyn ScheduleStore, ids: &[Uuid]) {
-    let creates = cluster.creates();
-    let twice: Vec<_> = creates.iter().filter(|(_, (n, _))| *n > 1).collect();
-    assert!(twice.is_empty(), "published twice: {twice:?}");
-    let known: HashSet<String> = ids.iter().map(Uuid::to_string).collect();
-    let unexpected: Vec<_> = creates.keys().filter(|k| !known.contains(*k)).collect();
-    assert!(
-        unexpected.is_empty(),
-        "unknown posts created: {unexpected:?}"
-    );
-    let mut lost = Vec::new();
-    for id in ids {
-        let d = store
-            .get(TENANT, *id)
-            .await
-            .expect("get")
-            .expect("delivery kept");
-        let created = creates.get(&id.to_string()).map_or(0, |c| c.0);
-        if d.state != socialpub_core::schedule::DeliveryState::Published || created != 1 {
-            lost.push((d.id, d.state, created, d.last_error.map(|e| e.message)));
-        }
-    }
-    assert!(
-        lost.is_empty(),
-        "{} not published exactly once: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
