@@ -50,6 +50,9 @@ fn main() {
             .cloned()
     };
     let n: usize = flag("--n").and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    if args.iter().any(|a| a == "--no-account-slots") {
+        setup::ACCOUNT_SLOTS.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     // `--engine W,B,C`: drain (and lag) with W workers, claims of B and C publishes in
     // flight only.
     let custom = flag("--engine").and_then(|v| {

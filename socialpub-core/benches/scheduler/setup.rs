@@ -1,6 +1,7 @@
 //! The deliveries the benchmarks work on, and the engine settings they run with.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::publisher::Noop;
@@ -65,6 +66,10 @@ pub(super) const TUNED_POSTGRES: EngineConfig = EngineConfig {
     concurrency: 1024,
 };
 
+/// Whether the engines take account slots (`--no-account-slots` turns them off, to measure
+/// what they cost).
+pub(super) static ACCOUNT_SLOTS: AtomicBool = AtomicBool::new(true);
+
 pub(super) fn engine(
     store: Arc<dyn ScheduleStore>,
     publisher: Arc<Noop>,
@@ -80,6 +85,7 @@ pub(super) fn engine(
     .concurrency(cfg.concurrency)
     .lease(Duration::from_secs(60))
     .idle_poll(Duration::from_secs(1))
+    .account_slots(ACCOUNT_SLOTS.load(Ordering::Relaxed))
     .name("bench")
     .build()
 }

@@ -219,3 +219,28 @@ async fn an_app_quota_paces_publishes_without_spending_attempts() {
     rig.wait_state(waiting.id, DeliveryState::Published).await;
     handle.shutdown().await;
 }
+
+/// A platform's retry time that has already come (the clock moved during the publish) means
+/// no wait: it is read against the engine's clock, not the system's (this test's clock is
+/// years away from it), which once parked such a delivery for years.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_time_already_past_waits_no_longer() {
+    let rig = Rig::new();
+    rig.fake
+        .script("now", [FakeOutcome::RateLimited(Duration::ZERO)]);
+    let engine = rig.builder().workers(1).build();
+    let handle = engine.start();
+    let id = engine
+        .schedule(TENANT, &post("at once", &["now"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    // Waiting at most the jitter of a rate-limit wait (2 s), the clock moving a second a time.
+    for _ in 0..3 {
+        rig.clock.advance(secs(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = rig.wait_state(id, DeliveryState::Published).await;
+    assert_eq!(d.attempt, 1, "the rate limit used no attempt");
+    handle.shutdown().await;
+}

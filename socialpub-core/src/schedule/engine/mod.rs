@@ -281,3 +281,13 @@ impl Engine {
 fn std_to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
+
+/// How long `e` asks to wait, read against the engine's clock: until its retry time when it has
+/// one (`Error::retry_after` reads that against the system clock, which a test's clock is not),
+/// else its requested wait.
+fn told_wait(e: &crate::Error, now: DateTime<Utc>) -> Option<Duration> {
+    match e.retry_at() {
+        Some(at) => Some((at - now).to_std().unwrap_or(Duration::ZERO)),
+        None => e.retry_after(),
+    }
+}

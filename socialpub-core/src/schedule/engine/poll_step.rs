@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lease::LeaseWatch;
-use super::{Shared, std_to_chrono};
+use super::{Shared, std_to_chrono, told_wait};
 use crate::error::{ErrorKind, Result};
 use crate::publish::RemoteState;
 use crate::schedule::delivery::{Delivery, DeliveryError, DeliveryState, Transition};
@@ -56,8 +56,7 @@ impl Shared {
                 self.accepted(&d, r, false).await
             }
             Err(e) => {
-                let wait = e
-                    .retry_after()
+                let wait = told_wait(&e, now)
                     .unwrap_or_default()
                     .max(self.retry.poll_wait(elapsed));
                 let t = Transition::new(&d, DeliveryState::Processing, now)

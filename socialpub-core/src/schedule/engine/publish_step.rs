@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::journal::StoreJournal;
 use super::lease::{LeaseWatch, lease_lost};
 use super::worker::Slot;
-use super::{Shared, std_to_chrono};
+use super::{Shared, std_to_chrono, told_wait};
 use crate::auth::AccountKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::post::Post;
@@ -357,12 +357,10 @@ impl Shared {
         }
         match kind {
             ErrorKind::RateLimited => {
-                let until = e.retry_at().filter(|t| *t > now).unwrap_or_else(|| {
-                    now + std_to_chrono(
-                        e.retry_after()
-                            .unwrap_or(self.retry.default_rate_limit_wait),
-                    )
-                });
+                let until = now
+                    + std_to_chrono(
+                        told_wait(e, now).unwrap_or(self.retry.default_rate_limit_wait),
+                    );
                 self.pause(&key, until);
                 let at = until + std_to_chrono(self.retry.rate_limit_wait(Some(Duration::ZERO)));
                 self.snooze(d, at, err, true).await
@@ -376,7 +374,7 @@ impl Shared {
                     return self.fail(d, e, d.attempt).await;
                 }
                 let mut wait = self.retry.backoff(d.attempt);
-                if let Some(told) = e.retry_after() {
+                if let Some(told) = told_wait(e, now) {
                     wait = wait.max(told);
                 }
                 let at = now + std_to_chrono(wait);
