@@ -58,7 +58,12 @@ enum Command {
     /// Schedule a post for later (`run` publishes it).
     Schedule {
         /// When: RFC 3339 (2026-12-01T09:00:00Z) or from now (+10m, +2h).
-        #[arg(long, required_unless_present = "now", conflicts_with = "now")]
+        #[arg(
+            long,
+            required_unless_present = "now",
+            conflicts_with = "now",
+            allow_hyphen_values = true
+        )]
         at: Option<String>,
         /// Now (`run` publishes it at once).
         #[arg(long)]

@@ -234,3 +234,17 @@ async fn listings_take_json_and_status_takes_a_short_id() {
         "no token in the listing"
     );
 }
+
+#[test]
+fn a_negative_delay_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = socialpub(dir.path())
+        .args(["schedule", "--at", "-10m", "--text", "hi"])
+        .env("SOCIALPUB_STORE_URL", "memory:")
+        .env("SOCIALPUB_ENCRYPTION_KEY", key())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`-10m` is in the past"), "{stderr}");
+}
