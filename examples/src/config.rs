@@ -12,6 +12,7 @@
 //! [youtube]
 //! client_id = "…"
 //! client_secret = "…"
+//! # mock_url = "http://127.0.0.1:…/"  # a mock started by `socialpub mock`, not the platform
 //!
 //! [old_encryption_keys]                # keys being rotated out: id = base64
 //! "2026-05" = "…"
@@ -107,12 +108,17 @@ pub fn redact_password(url: &str) -> String {
 
 /// One platform app's OAuth credentials.
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The OAuth client id.
     pub client_id: String,
     /// The OAuth client secret, for confidential clients.
     #[serde(default)]
     pub client_secret: Option<SecretString>,
+    /// The base URL of a socialpub mock of the platform (as `socialpub mock` prints it), to
+    /// talk to instead of the platform itself.
+    #[serde(default)]
+    pub mock_url: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -123,6 +129,7 @@ impl fmt::Debug for Credentials {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "[REDACTED]"),
             )
+            .field("mock_url", &self.mock_url)
             .finish()
     }
 }
@@ -161,8 +168,8 @@ impl Config {
     /// Reads `path` (or [`DEFAULT_CONFIG_FILE`] if it exists), then applies the environment:
     /// `SOCIALPUB_TENANT`, `SOCIALPUB_STORE_URL`, `SOCIALPUB_CALLBACK_PORT`,
     /// `SOCIALPUB_ENCRYPTION_KEY`, `SOCIALPUB_ENCRYPTION_KEY_ID`, and per platform
-    /// `SOCIALPUB_X_CLIENT_ID`, `SOCIALPUB_X_CLIENT_SECRET`, `SOCIALPUB_YOUTUBE_CLIENT_ID`,
-    /// `SOCIALPUB_YOUTUBE_CLIENT_SECRET`.
+    /// `SOCIALPUB_X_CLIENT_ID`, `SOCIALPUB_X_CLIENT_SECRET`, `SOCIALPUB_X_MOCK_URL` (and the
+    /// same for `YOUTUBE`).
     pub fn load(path: Option<&Path>) -> Result<Config> {
         Self::load_with(path, |name| std::env::var(name).ok())
     }
@@ -205,6 +212,7 @@ impl Config {
             let upper = platform.as_str().to_ascii_uppercase();
             let id = env(&format!("SOCIALPUB_{upper}_CLIENT_ID"));
             let secret = env(&format!("SOCIALPUB_{upper}_CLIENT_SECRET")).map(SecretString::from);
+            let mock_url = env(&format!("SOCIALPUB_{upper}_MOCK_URL"));
             let merged = match (from_file, id) {
                 (Some(mut c), id) => {
                     if let Some(id) = id {
@@ -213,11 +221,15 @@ impl Config {
                     if secret.is_some() {
                         c.client_secret = secret;
                     }
+                    if mock_url.is_some() {
+                        c.mock_url = mock_url;
+                    }
                     Some(c)
                 }
                 (None, Some(client_id)) => Some(Credentials {
                     client_id,
                     client_secret: secret,
+                    mock_url,
                 }),
                 (None, None) => None,
             };
@@ -255,14 +267,26 @@ impl Config {
         let current = EncryptionKey::from_base64(key.expose_secret()).map_err(|e| {
             Error::configuration(format!("SOCIALPUB_ENCRYPTION_KEY: {}", e.message()))
         })?;
+        let current_b64 = current.to_base64();
         let mut ring = KeyRing::new(self.encryption_key_id.clone(), current);
         for (id, old) in &self.old_encryption_keys {
-            if *id == self.encryption_key_id {
-                continue;
-            }
             let old = EncryptionKey::from_base64(old.expose_secret()).map_err(|e| {
                 Error::configuration(format!("old encryption key `{id}`: {}", e.message()))
             })?;
+            if *id == self.encryption_key_id {
+                // Each sealed token records the id of the key that sealed it, so one id can
+                // name one key only: with two, the old tokens would be opened with the new key
+                // and fail, and `reencrypt` would see nothing to re-seal.
+                if old.to_base64().as_str() != current_b64.as_str() {
+                    return Err(Error::configuration(format!(
+                        "two different keys under the key id `{id}`: the current key and \
+                         [old_encryption_keys] `{id}`. Give the new key an id of its own \
+                         (SOCIALPUB_ENCRYPTION_KEY_ID, for example `{id}-2`) and keep the old \
+                         one under `{id}`"
+                    )));
+                }
+                continue;
+            }
             ring = ring.with_old_key(id.clone(), old);
         }
         Ok(ring)
@@ -363,6 +387,42 @@ mod tests {
         assert!(e.message().contains("32 bytes"), "{e}");
         assert!(StoreUrl::parse("mysql://x").is_err());
         assert!(Config::from_toml("nonsense = 1", no_env).is_err());
+    }
+
+    #[test]
+    fn two_keys_under_one_id_are_refused() {
+        let current = EncryptionKey::generate();
+        let old = EncryptionKey::generate();
+        let key = current.to_base64().as_str().to_owned();
+        let env = move |n: &str| (n == "SOCIALPUB_ENCRYPTION_KEY").then(|| key.clone());
+        // The rotation as a user first tries it: the new key under the default id, the old
+        // key under that same id.
+        let file = format!(
+            "[old_encryption_keys]\nprimary = \"{}\"\n",
+            old.to_base64().as_str()
+        );
+        let e = Config::from_toml(&file, env.clone())
+            .expect("config")
+            .key_ring()
+            .expect_err("two keys under `primary`");
+        assert_eq!(e.kind(), ErrorKind::Configuration);
+        assert!(
+            e.message()
+                .contains("two different keys under the key id `primary`"),
+            "{e}"
+        );
+        assert!(e.message().contains("SOCIALPUB_ENCRYPTION_KEY_ID"), "{e}");
+        // The same key listed under its own id is harmless.
+        let same = format!(
+            "[old_encryption_keys]\nprimary = \"{}\"\n",
+            current.to_base64().as_str()
+        );
+        assert!(
+            Config::from_toml(&same, env)
+                .expect("config")
+                .key_ring()
+                .is_ok()
+        );
     }
 
     #[test]

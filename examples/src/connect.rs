@@ -1,6 +1,6 @@
 //! `socialpub connect <platform>`: the OAuth authorization code flow through a callback server
 //! on 127.0.0.1. It serves one callback, checks its state, exchanges the code and stores the
-//! token, sealed, in the app's store.
+//! token, sealed, in the app's store, and only then answers the browser with the outcome.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,10 +26,20 @@ pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(600);
 
 type Reply = std::result::Result<(String, String), String>;
 
+/// What the connection came to, for the browser's page: the accounts connected, or why not.
+type Outcome = std::result::Result<String, String>;
+
+/// The callback handed to `connect`, with the channel its page waits on for the outcome.
+type Handoff = (Reply, oneshot::Sender<Outcome>);
+
+/// How long the browser's page waits for the token exchange before saying to look at the
+/// terminal.
+const EXCHANGE_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 struct Callback {
     expected_state: String,
-    reply: Arc<Mutex<Option<oneshot::Sender<Reply>>>>,
+    reply: Arc<Mutex<Option<oneshot::Sender<Handoff>>>>,
 }
 
 /// Binds the callback server's listener on 127.0.0.1:`port` (0 picks a free port), with a
@@ -81,29 +91,55 @@ pub async fn connect(
     tracing::info!(%platform, redirect_uri = %redirect, "waiting for the OAuth callback");
     open(&request.url);
     let outcome = tokio::time::timeout(CALLBACK_TIMEOUT, rx).await;
-    let _ = stop.send(());
-    let _ = server.await;
+    let stop_server = |stop: oneshot::Sender<()>| {
+        let _ = stop.send(());
+    };
 
-    let (code, state) = match outcome {
+    let ((code, state), page) = match outcome {
         Err(_) => {
+            stop_server(stop);
+            let _ = server.await;
             return Err(Error::invalid_input(
                 "no OAuth callback arrived within 10 minutes; run connect again",
             )
             .with_platform(platform));
         }
-        Ok(Err(_)) => return Err(Error::internal("the callback server stopped early")),
-        Ok(Ok(Err(denied))) => {
+        Ok(Err(_)) => {
+            stop_server(stop);
+            let _ = server.await;
+            return Err(Error::internal("the callback server stopped early"));
+        }
+        Ok(Ok((Err(denied), page))) => {
+            let _ = page.send(Err(format!("the authorization was not granted: {denied}")));
+            stop_server(stop);
+            let _ = server.await;
             return Err(Error::new(
                 ErrorKind::Platform,
                 format!("the authorization was not granted: {denied}"),
             )
             .with_platform(platform));
         }
-        Ok(Ok(Ok(pair))) => pair,
+        Ok(Ok((Ok(pair), page))) => (pair, page),
     };
-    let accounts = connector.complete(&code, &state).await?;
-    keep(app, &accounts).await?;
-    Ok(accounts)
+    // The browser's page waits for this: "Connected" only once the token is stored.
+    let result = async {
+        let accounts = connector.complete(&code, &state).await?;
+        keep(app, &accounts).await?;
+        Ok::<_, Error>(accounts)
+    }
+    .await;
+    let _ = page.send(match &result {
+        Ok(accounts) => Ok(accounts
+            .iter()
+            .map(|a| format!("{} ({})", a.key.account_id, a.name))
+            .collect::<Vec<_>>()
+            .join(", ")),
+        Err(e) => Err(crate::commands::without_details(&e.to_string()).to_owned()),
+    });
+    // Graceful: the page is answered before the server stops.
+    stop_server(stop);
+    let _ = server.await;
+    result
 }
 
 /// Stores the tokens of newly connected accounts, sealed, with their display names.
@@ -145,28 +181,49 @@ async fn callback(
             page("The callback has no authorization code."),
         );
     };
-    let granted = reply.is_ok();
     let sender = cb.reply.lock().ok().and_then(|mut s| s.take());
-    match sender {
-        Some(tx) => {
-            let _ = tx.send(reply);
-            if granted {
-                (
-                    StatusCode::OK,
-                    page("Connected. You can close this window and return to the terminal."),
-                )
-            } else {
-                (
-                    StatusCode::OK,
-                    page("The authorization was not granted. You can close this window."),
-                )
-            }
-        }
-        None => (
+    let Some(tx) = sender else {
+        return (
             StatusCode::CONFLICT,
             page("This sign-in was already completed."),
+        );
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    if tx.send((reply, done_tx)).is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            page("socialpub stopped waiting for this sign-in; run connect again."),
+        );
+    }
+    match tokio::time::timeout(EXCHANGE_WAIT, done_rx).await {
+        Ok(Ok(Ok(accounts))) => (
+            StatusCode::OK,
+            page(&format!(
+                "Connected {}. You can close this window and return to the terminal.",
+                escape(&accounts)
+            )),
+        ),
+        // The page answered; what it says is the outcome.
+        Ok(Ok(Err(why))) => (
+            StatusCode::OK,
+            page(&format!(
+                "Not connected: {}. The terminal says more; run connect again.",
+                escape(&why)
+            )),
+        ),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            page("The connection is taking long: the terminal shows how it ends."),
         ),
     }
+}
+
+/// `text` safe inside HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn page(message: &str) -> Html<String> {

@@ -6,22 +6,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use socialpub_core::auth::AccountKey;
 use socialpub_core::post::PostPart;
-use socialpub_core::publish::{LookupOutcome, Progress, PublishContext, Receipt};
 use socialpub_core::schedule::policy::RetryPolicy;
 use socialpub_core::schedule::{Delivery, DeliveryState, Scheduler};
-use socialpub_core::validate::ValidationReport;
-use socialpub_core::{
-    Capabilities, Error, ErrorKind, Media, Platform, Post, Publisher, Result, Target,
-};
+use socialpub_core::{Error, ErrorKind, Media, Platform, Post, Result, Target};
 use socialpub_x::mock::XMock;
 use socialpub_youtube::mock::YouTubeMock;
 use socialpub_youtube::{Privacy, YouTubeOptions};
@@ -32,6 +26,7 @@ use crate::app::App;
 use crate::commands::{describe_event, print_table, settled, status_row};
 use crate::config::Config;
 use crate::platforms::{Endpoints, Platforms, credentials};
+use crate::progress::Lines;
 use crate::samples;
 
 /// Options of `socialpub demo`.
@@ -55,12 +50,56 @@ struct Planned {
     at: DateTime<Utc>,
 }
 
-/// Runs the demo; `Ok(true)` when every valid post was published exactly once.
+/// Runs the demo; `Ok(true)` when every valid post was published exactly once. The encryption
+/// key and tenant come from the environment when set.
 pub async fn run(args: &DemoArgs) -> Result<bool> {
-    let started = Instant::now();
-    let out = Output::new();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    run_with(
+        args,
+        env("SOCIALPUB_ENCRYPTION_KEY"),
+        env("SOCIALPUB_TENANT"),
+    )
+    .await
+}
+
+/// [`run`] with the key and tenant given. A store kept with `--store` needs a `key`: with a
+/// random one, the tokens it keeps could never be opened again. The tenant is `tenant`, else
+/// the app's default (`default`), so the other commands see the demo's deliveries. Ctrl-C
+/// stops it and removes its temporary files (the large video among them).
+pub async fn run_with(
+    args: &DemoArgs,
+    key: Option<String>,
+    tenant: Option<String>,
+) -> Result<bool> {
+    if args.store.is_some() && key.is_none() {
+        return Err(Error::configuration(
+            "demo --store keeps the store for the other commands, which need the key that \
+             sealed its tokens: set SOCIALPUB_ENCRYPTION_KEY first (make one with `openssl rand \
+             -base64 32`)",
+        ));
+    }
     let dir = tempfile::tempdir()
         .map_err(|e| Error::internal(format!("cannot make a temporary directory: {e}")))?;
+    let result = tokio::select! {
+        r = demo(args, key, tenant, dir.path()) => r,
+        r = tokio::signal::ctrl_c() => {
+            r.map_err(|e| Error::internal(format!("cannot wait for Ctrl-C: {e}")))?;
+            Err(Error::internal("interrupted; the demo's temporary files are removed"))
+        }
+    };
+    // The demo's tasks are dropped with it: nothing holds the directory any more.
+    drop(dir);
+    result
+}
+
+async fn demo(
+    args: &DemoArgs,
+    key: Option<String>,
+    tenant: Option<String>,
+    dir: &Path,
+) -> Result<bool> {
+    let started = Instant::now();
+    let out = Lines::new();
 
     // 1. The platforms: every adapter's mock, in this process.
     let x_mock = XMock::builder().check_after_secs(1).start().await;
@@ -73,25 +112,25 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
 
     // 2. The app, configured as a user would, but pointed at the mocks.
     // The key from the environment when there is one, so the CLI can open a kept store later.
-    let key = match std::env::var("SOCIALPUB_ENCRYPTION_KEY") {
-        Ok(k) if !k.trim().is_empty() => socialpub_core::auth::EncryptionKey::from_base64(&k)?,
-        _ => socialpub_core::auth::EncryptionKey::generate(),
+    let key = match key {
+        Some(k) => socialpub_core::auth::EncryptionKey::from_base64(&k)?,
+        None => socialpub_core::auth::EncryptionKey::generate(),
     };
     let store_url = match &args.store {
         Some(s) => s.clone(),
-        None => format!(
-            "sqlite://{}",
-            dir.path().join("socialpub-demo.db").display()
-        ),
+        None => format!("sqlite://{}", dir.join("socialpub-demo.db").display()),
     };
     let key_b64 = key.to_base64();
     let config = Config::from_toml("", |name| match name {
-        "SOCIALPUB_TENANT" => Some("demo".to_owned()),
+        "SOCIALPUB_TENANT" => tenant.clone(),
         "SOCIALPUB_STORE_URL" => Some(store_url.clone()),
         "SOCIALPUB_ENCRYPTION_KEY" => Some(key_b64.as_str().to_owned()),
         _ => None,
     })?;
-    out.line(format!("▸ store: {}", config.store));
+    out.line(format!(
+        "▸ store: {}, tenant `{}`",
+        config.store, config.tenant
+    ));
     let http = socialpub_core::http::default_client(Duration::from_secs(60))?;
     let platforms = Platforms::from_config(&config, http.clone())?
         .with_platform(
@@ -107,12 +146,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
             credentials(YouTubeMock::CLIENT_ID, Some(YouTubeMock::CLIENT_SECRET)),
             Endpoints::youtube_mock(&yt_mock),
         );
-    let bars = Bars::new(out.multi.clone());
-    let wrapped: Vec<Arc<dyn Publisher>> = platforms
-        .publishers()?
-        .into_iter()
-        .map(|p| Arc::new(WithProgress::new(p, bars.clone())) as Arc<dyn Publisher>)
-        .collect();
+    let wrapped = out.wrap(platforms.publishers()?);
     let app = App::open_with(&config, platforms, |mut b| {
         // Demo pacing: retries, status polls and reconciliation in seconds, not minutes.
         let mut retry = RetryPolicy::default();
@@ -151,7 +185,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     .await?;
 
     // 4. Media, made on the fly.
-    let media = make_media(dir.path(), args.video_mib).await?;
+    let media = make_media(dir, args.video_mib).await?;
     out.line(format!(
         "▸ media: 2 PNG images with alt text, a {} MiB MP4 ({})",
         args.video_mib,
@@ -282,7 +316,7 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     workers.shutdown().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     printer.abort();
-    bars.clear();
+    out.clear();
     let deliveries = deliveries?;
 
     // 7. The status table.
@@ -302,14 +336,15 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
     for (label, id) in &scheduled {
         if let Some(d) = deliveries.iter().find(|d| d.id == *id) {
             let r = status_row(d);
+            // status_row: id, due, platform, account, state, attempts, remote, text, error.
             rows.push(vec![
                 (*label).to_owned(),
-                r[1].clone(),
                 r[2].clone(),
                 r[3].clone(),
                 r[4].clone(),
-                r[5].clone(),
                 r[6].clone(),
+                r[5].clone(),
+                r[8].clone(),
             ]);
         }
     }
@@ -324,27 +359,27 @@ pub async fn run(args: &DemoArgs) -> Result<bool> {
             e.clone(),
         ]);
     }
-    println!();
-    print_table(&rows);
-    println!();
+    out.line(String::new());
+    print_table(&rows)?;
+    out.line(String::new());
 
     // 8. Check against the mocks' own state: each valid post published exactly once.
     let problems = verify(&deliveries, &x_mock, &yt_mock, &rejected);
     let elapsed = started.elapsed();
     app.store.close().await;
     if problems.is_empty() {
-        println!(
+        out.line(format!(
             "✔ {} deliveries published exactly once (checked against the mocks), {} post rejected up front; {:.1} s",
             deliveries.len(),
             rejected.len(),
             elapsed.as_secs_f64()
-        );
+        ));
         Ok(true)
     } else {
         for p in &problems {
-            println!("✘ {p}");
+            out.line(format!("✘ {p}"));
         }
-        println!("{:.1} s", elapsed.as_secs_f64());
+        out.line(format!("{:.1} s", elapsed.as_secs_f64()));
         Ok(false)
     }
 }
@@ -367,7 +402,7 @@ fn reason(e: &Error) -> String {
 /// and the state, which complete the connection exactly as the callback server would.
 pub async fn connect_through_mock(
     app: &App,
-    out: Option<&Output>,
+    out: Option<&Lines>,
     platform: Platform,
     redirect_uri: &str,
 ) -> Result<AccountKey> {
@@ -522,144 +557,4 @@ fn verify(
         problems.push("some deliveries did not settle in time".to_owned());
     }
     problems
-}
-
-/// Lines to standard output that do not tear the progress bars.
-#[derive(Clone)]
-pub struct Output {
-    multi: MultiProgress,
-}
-
-impl Output {
-    fn new() -> Self {
-        Output {
-            multi: MultiProgress::new(),
-        }
-    }
-
-    fn line(&self, line: String) {
-        if self.multi.is_hidden() {
-            println!("{line}");
-        } else {
-            let _ = self.multi.println(line);
-        }
-    }
-}
-
-/// One progress bar per media upload in flight.
-#[derive(Clone)]
-struct Bars {
-    multi: MultiProgress,
-    bars: Arc<Mutex<HashMap<String, ProgressBar>>>,
-}
-
-impl std::fmt::Debug for Bars {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Bars")
-    }
-}
-
-impl Bars {
-    fn new(multi: MultiProgress) -> Self {
-        Bars {
-            multi,
-            bars: Arc::default(),
-        }
-    }
-
-    fn update(&self, id: String, label: &str, p: Progress) {
-        let Ok(mut bars) = self.bars.lock() else {
-            return;
-        };
-        let bar = bars.entry(id).or_insert_with(|| {
-            let bar = self.multi.add(ProgressBar::new(p.total_bytes));
-            if let Ok(style) = ProgressStyle::with_template(
-                "  {msg:<34} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message(label.to_owned());
-            bar
-        });
-        bar.set_position(p.bytes_sent);
-        if p.bytes_sent >= p.total_bytes {
-            bar.finish();
-        }
-    }
-
-    fn clear(&self) {
-        if let Ok(bars) = self.bars.lock() {
-            for b in bars.values() {
-                b.finish();
-            }
-        }
-        let _ = self.multi.clear();
-    }
-}
-
-/// A publisher that shows its uploads as progress bars, around any other: an example of
-/// decorating a [`Publisher`] without touching the adapter.
-#[derive(Debug)]
-struct WithProgress {
-    inner: Arc<dyn Publisher>,
-    bars: Bars,
-}
-
-impl WithProgress {
-    fn new(inner: Arc<dyn Publisher>, bars: Bars) -> Self {
-        WithProgress { inner, bars }
-    }
-}
-
-#[async_trait]
-impl Publisher for WithProgress {
-    fn platform(&self) -> Platform {
-        self.inner.platform()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn validate(&self, post: &Post) -> ValidationReport {
-        self.inner.validate(post)
-    }
-
-    async fn publish(&self, ctx: &mut PublishContext, post: &Post) -> Result<Receipt> {
-        let bars = self.bars.clone();
-        let platform = self.inner.platform();
-        let what: String = post
-            .title
-            .clone()
-            .unwrap_or_else(|| post.text.clone())
-            .chars()
-            .take(22)
-            .collect();
-        let attempt = ctx.attempt();
-        let sink = move |_key: &AccountKey, p: Progress| {
-            let label = format!("{platform} {what}… #{}", p.media_index + 1);
-            let id = format!("{platform}/{what}/{attempt}/{}/{}", p.part, p.media_index);
-            bars.update(id, &label, p);
-        };
-        let with_sink = ctx.clone().with_progress(Arc::new(sink));
-        *ctx = with_sink;
-        self.inner.publish(ctx, post).await
-    }
-
-    async fn status(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<Receipt> {
-        self.inner.status(ctx, receipt).await
-    }
-
-    async fn lookup_recent(
-        &self,
-        ctx: &PublishContext,
-        post: &Post,
-        since: DateTime<Utc>,
-    ) -> Result<LookupOutcome> {
-        self.inner.lookup_recent(ctx, post, since).await
-    }
-
-    async fn delete(&self, ctx: &PublishContext, receipt: &Receipt) -> Result<()> {
-        self.inner.delete(ctx, receipt).await
-    }
 }

@@ -1,7 +1,8 @@
 //! `socialpub`: schedule and publish posts from the command line. See `socialpub --help`.
 
-// A command-line app talks to its user on standard output and standard error.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+// A command-line app talks to its user on standard error (standard output goes through
+// `commands::out`, which stops quietly when the reader goes away).
+#![allow(clippy::print_stderr)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +15,9 @@ use socialpub_examples::commands::{self, PostArgs};
 use socialpub_examples::config::Config;
 use socialpub_examples::connect;
 use socialpub_examples::demo::{self, DemoArgs};
+use socialpub_examples::mock::Mocks;
 use socialpub_examples::platforms::Platforms;
-use uuid::Uuid;
+use socialpub_examples::progress::Lines;
 
 /// A small scheduler for social posts, built on the socialpub crates.
 #[derive(Debug, Parser)]
@@ -32,7 +34,10 @@ struct Cli {
 enum Command {
     /// Run the whole flow against in-process mocks: no account, no network.
     Demo(DemoArgs),
-    /// Check the configuration: store URL, encryption key, platform credentials.
+    /// Start every platform's mock on 127.0.0.1 and print the configuration that points this
+    /// app at them (until Ctrl-C).
+    Mock,
+    /// Check the configuration and the store: opens it and one stored token with the key.
     Check,
     /// Connect an account by OAuth through a callback server on 127.0.0.1.
     Connect {
@@ -43,14 +48,29 @@ enum Command {
         no_browser: bool,
     },
     /// List the connected accounts.
-    Accounts,
+    Accounts {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Publish now, and wait for the outcome.
     Post(PostArgs),
     /// Schedule a post for later (`run` publishes it).
     Schedule {
         /// When: RFC 3339 (2026-12-01T09:00:00Z) or from now (+10m, +2h).
+        #[arg(
+            long,
+            required_unless_present = "now",
+            conflicts_with = "now",
+            allow_hyphen_values = true
+        )]
+        at: Option<String>,
+        /// Now (`run` publishes it at once).
         #[arg(long)]
-        at: String,
+        now: bool,
+        /// Accept an `--at` in the past (it is published at once).
+        #[arg(long)]
+        allow_past: bool,
         #[command(flatten)]
         post: PostArgs,
     },
@@ -58,16 +78,24 @@ enum Command {
     Run,
     /// Show deliveries, or one delivery with its history.
     Status {
-        /// A delivery id.
-        id: Option<Uuid>,
+        /// A delivery id, or a prefix of it only one delivery has.
+        id: Option<String>,
         /// Only deliveries in this state (repeatable): scheduled, published, failed, …
         #[arg(long)]
         state: Vec<DeliveryState>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a failed delivery again: a new attempt, the same delivery, its history kept.
+    Retry {
+        /// The delivery id (or a prefix only it has).
+        id: String,
     },
     /// Cancel a scheduled delivery.
     Cancel {
-        /// The delivery id.
-        id: Uuid,
+        /// The delivery id (or a prefix only it has).
+        id: String,
     },
     /// Revoke an account's token at the platform and delete it here.
     Disconnect {
@@ -75,6 +103,9 @@ enum Command {
         platform: Platform,
         /// The account id (see `accounts`).
         account: String,
+        /// Forget the token here without revoking it (when it cannot be revoked).
+        #[arg(long)]
+        local: bool,
     },
     /// Re-seal every token with the current key, after a key rotation.
     Reencrypt,
@@ -133,17 +164,45 @@ async fn run(cli: Cli) -> Result<bool> {
         return demo::run(args).await;
     }
     let config = Config::load(cli.config.as_deref())?;
+    if let Command::Mock = cli.command {
+        let mocks = Mocks::start(&config).await?;
+        for line in mocks.instructions() {
+            commands::out(&line)?;
+        }
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| socialpub_core::Error::internal(format!("cannot wait for Ctrl-C: {e}")))?;
+        return Ok(true);
+    }
     if let Command::Check = cli.command {
-        return check(&config).map(|()| true);
+        check(&config)?;
     }
     if let Command::Connect { platform, .. } = &cli.command {
         config.credentials(*platform)?;
     }
     let http = socialpub_core::http::default_client(std::time::Duration::from_secs(120))?;
     let platforms = Platforms::from_config(&config, http)?;
-    let app = App::open(&config, platforms).await?;
+    // `post` and `run` show their uploads as progress bars.
+    let lines = Lines::new();
+    let app = if matches!(cli.command, Command::Post(_) | Command::Run) {
+        let wrapped = lines.wrap(platforms.publishers()?);
+        App::open_with(&config, platforms, move |mut b| {
+            for p in wrapped {
+                b = b.publisher(p);
+            }
+            b
+        })
+        .await?
+    } else {
+        App::open(&config, platforms).await?
+    };
     let ok = match cli.command {
-        Command::Demo(_) | Command::Check => true,
+        Command::Demo(_) | Command::Mock => true,
+        Command::Check => {
+            let found = commands::check_tokens(&app).await?;
+            commands::out(&format!("tokens:   {found}"))?;
+            true
+        }
         Command::Connect {
             platform,
             no_browser,
@@ -151,37 +210,57 @@ async fn run(cli: Cli) -> Result<bool> {
             let listener = connect::bind(config.callback_port).await?;
             let accounts = connect::connect(&app, platform, listener, |url| {
                 if no_browser {
-                    println!("Open this URL to connect the account:\n\n  {url}\n");
+                    let _ = commands::out(&format!(
+                        "Open this URL to connect the account:\n\n  {url}\n"
+                    ));
                 } else {
                     connect::open_in_browser(url);
                 }
             })
             .await?;
             for a in &accounts {
-                println!(
+                commands::out(&format!(
                     "connected {} {} ({}); its token is stored encrypted",
                     a.key.platform, a.key.account_id, a.name
-                );
+                ))?;
             }
             true
         }
-        Command::Accounts => commands::accounts(&app).await.map(|()| true)?,
+        Command::Accounts { json } => commands::accounts(&app, json).await.map(|()| true)?,
         Command::Post(args) => {
             let post = args.to_post(&app).await?;
-            commands::post_now(&app, &post).await?
+            commands::post_now(&app, &post, &lines).await?
         }
-        Command::Schedule { at, post } => {
-            let at = commands::parse_time(&at, chrono::Utc::now())?;
+        Command::Schedule {
+            at,
+            now: _,
+            allow_past,
+            post,
+        } => {
+            let at = commands::schedule_time(at.as_deref(), allow_past, chrono::Utc::now())?;
             let post = post.to_post(&app).await?;
             commands::schedule(&app, &post, at).await?;
             true
         }
-        Command::Run => commands::run(&app).await.map(|()| true)?,
-        Command::Status { id, state } => commands::status(&app, id, &state).await.map(|()| true)?,
-        Command::Cancel { id } => commands::cancel(&app, id).await?,
-        Command::Disconnect { platform, account } => commands::disconnect(&app, platform, &account)
+        Command::Run => commands::run(&app, &lines).await.map(|()| true)?,
+        Command::Status { id, state, json } => commands::status(&app, id.as_deref(), &state, json)
             .await
             .map(|()| true)?,
+        Command::Retry { id } => {
+            let id = commands::resolve(&app, &id).await?;
+            commands::retry(&app, id).await?
+        }
+        Command::Cancel { id } => {
+            let id = commands::resolve(&app, &id).await?;
+            commands::cancel(&app, id).await?
+        }
+        Command::Disconnect {
+            platform,
+            account,
+            local,
+        } => commands::disconnect(&app, platform, &account, local)
+            .await
+            .map(|_| true)?,
         Command::Reencrypt => commands::reencrypt(&app).await.map(|_| true)?,
         Command::Purge { older_than } => {
             let retention = commands::parse_duration(&older_than)?;
@@ -196,25 +275,31 @@ async fn run(cli: Cli) -> Result<bool> {
     Ok(ok)
 }
 
+/// Prints the configuration; the store and a token are checked once the app is open.
 fn check(config: &Config) -> Result<()> {
-    println!("tenant:   {}", config.tenant);
-    println!("store:    {}", config.store);
-    println!("callback: {}", config.redirect_uri()?);
+    let say = |line: String| commands::out(&line);
+    say(format!("tenant:   {}", config.tenant))?;
+    say(format!("store:    {}", config.store))?;
+    say(format!("callback: {}", config.redirect_uri()?))?;
     let ring = config.key_ring()?;
-    println!("key:      `{}` (valid)", ring.current_id());
+    say(format!("key:      `{}` (well formed)", ring.current_id()))?;
     for platform in socialpub_examples::platforms::SUPPORTED {
         match config.credentials(platform) {
-            Ok(c) => println!(
-                "{:<9} client id {}{}",
+            Ok(c) => say(format!(
+                "{:<9} client id {}{}{}",
                 platform.as_str(),
                 c.client_id,
                 if c.client_secret.is_some() {
                     ", secret set"
                 } else {
                     ", public client"
-                }
-            ),
-            Err(_) => println!("{:<9} no credentials", platform.as_str()),
+                },
+                c.mock_url
+                    .as_deref()
+                    .map(|u| format!(", the mock at {u}"))
+                    .unwrap_or_default()
+            ))?,
+            Err(_) => say(format!("{:<9} no credentials", platform.as_str()))?,
         }
     }
     Ok(())

@@ -114,22 +114,26 @@ pub struct Endpoints {
 impl Endpoints {
     /// The endpoints of an X mock (`socialpub_x::mock::XMock`).
     pub fn x_mock(mock: &socialpub_x::mock::XMock) -> Endpoints {
-        let base = mock.base_url().as_str().trim_end_matches('/').to_owned();
-        Endpoints {
-            authorize_url: format!("{base}/i/oauth2/authorize"),
-            token_url: format!("{base}/2/oauth2/token"),
-            revoke_url: format!("{base}/2/oauth2/revoke"),
-            api_base: base,
-        }
+        Self::mock_at(Platform::X, mock.base_url().as_str())
     }
 
     /// The endpoints of a YouTube mock (`socialpub_youtube::mock::YouTubeMock`).
     pub fn youtube_mock(mock: &socialpub_youtube::mock::YouTubeMock) -> Endpoints {
-        let base = mock.base_url().as_str().trim_end_matches('/').to_owned();
+        Self::mock_at(Platform::YouTube, mock.base_url().as_str())
+    }
+
+    /// The endpoints of `platform`'s mock served at `base` (its `base_url`).
+    pub fn mock_at(platform: Platform, base: &str) -> Endpoints {
+        let base = base.trim_end_matches('/').to_owned();
+        let (authorize, token, revoke) = if platform == Platform::YouTube {
+            ("/o/oauth2/v2/auth", "/token", "/revoke")
+        } else {
+            ("/i/oauth2/authorize", "/2/oauth2/token", "/2/oauth2/revoke")
+        };
         Endpoints {
-            authorize_url: format!("{base}/o/oauth2/v2/auth"),
-            token_url: format!("{base}/token"),
-            revoke_url: format!("{base}/revoke"),
+            authorize_url: format!("{base}{authorize}"),
+            token_url: format!("{base}{token}"),
+            revoke_url: format!("{base}{revoke}"),
             api_base: base,
         }
     }
@@ -147,17 +151,22 @@ pub struct Platforms {
 }
 
 impl Platforms {
-    /// The platforms of `config` that have credentials, talking to the real platforms.
+    /// The platforms of `config` that have credentials, talking to the real platforms (or to
+    /// the mock a platform's `mock_url` names).
     pub fn from_config(config: &Config, http: reqwest::Client) -> Result<Platforms> {
         let mut credentials = BTreeMap::new();
+        let mut endpoints = BTreeMap::new();
         for p in SUPPORTED {
             if let Ok(c) = config.credentials(p) {
+                if let Some(base) = &c.mock_url {
+                    endpoints.insert(p, Endpoints::mock_at(p, base));
+                }
                 credentials.insert(p, c.clone());
             }
         }
         Ok(Platforms {
             credentials,
-            endpoints: BTreeMap::new(),
+            endpoints,
             redirect_uri: config.redirect_uri()?,
             http,
             chunk_size: None,
@@ -185,6 +194,15 @@ impl Platforms {
     /// The platforms configured.
     pub fn configured(&self) -> impl Iterator<Item = Platform> + '_ {
         self.credentials.keys().copied()
+    }
+
+    /// Ok when `platform` is configured here (this process can publish to it); otherwise the
+    /// error says which variables to set.
+    pub fn require(&self, platform: Platform) -> Result<()> {
+        if self.credentials.contains_key(&platform) {
+            return Ok(());
+        }
+        Err(missing_credentials(platform))
     }
 
     /// The publishers of every configured platform.
@@ -216,14 +234,10 @@ impl Platforms {
             .find(|(p, _)| *p == platform)
             .map(|(_, build)| build)
             .ok_or_else(|| unsupported(platform))?;
-        let credentials = self.credentials.get(&platform).ok_or_else(|| {
-            let upper = platform.as_str().to_ascii_uppercase();
-            Error::configuration(format!(
-                "no credentials for {platform}: set SOCIALPUB_{upper}_CLIENT_ID (and \
-                 SOCIALPUB_{upper}_CLIENT_SECRET)"
-            ))
-            .with_platform(platform)
-        })?;
+        let credentials = self
+            .credentials
+            .get(&platform)
+            .ok_or_else(|| missing_credentials(platform))?;
         build(&Settings {
             credentials,
             endpoints: self.endpoints.get(&platform),
@@ -232,6 +246,16 @@ impl Platforms {
             chunk_size: self.chunk_size,
         })
     }
+}
+
+fn missing_credentials(platform: Platform) -> Error {
+    let upper = platform.as_str().to_ascii_uppercase();
+    Error::configuration(format!(
+        "no credentials for {platform}: set SOCIALPUB_{upper}_CLIENT_ID (and \
+         SOCIALPUB_{upper}_CLIENT_SECRET); without them no worker of this app can publish to \
+         {platform}"
+    ))
+    .with_platform(platform)
 }
 
 fn unsupported(platform: Platform) -> Error {
@@ -257,5 +281,6 @@ pub fn credentials(client_id: &str, client_secret: Option<&str>) -> Credentials 
     Credentials {
         client_id: client_id.to_owned(),
         client_secret: client_secret.map(|s| SecretString::from(s.to_owned())),
+        mock_url: None,
     }
 }

@@ -96,6 +96,8 @@ async fn connect_completes_through_the_callback_and_stores_the_token_encrypted()
         assert_eq!(refused.status(), 400);
         let done = http.get(back).send().await.expect("callback");
         assert_eq!(done.status(), 200);
+        let page = done.text().await.expect("page");
+        assert!(page.contains("Connected"), "{page}");
     });
 
     let connected = connect::connect(&app, Platform::X, listener, move |url| {
@@ -195,6 +197,8 @@ async fn a_denied_authorization_is_a_clear_error_and_stores_nothing() {
         );
         let answer = reqwest::get(back).await.expect("callback");
         assert_eq!(answer.status(), 200);
+        let page = answer.text().await.expect("page");
+        assert!(page.contains("Not connected"), "{page}");
     });
     let err = connect::connect(&app, Platform::X, listener, move |url| {
         let _ = url_tx.send(url.clone());
@@ -212,5 +216,133 @@ async fn a_denied_authorization_is_a_clear_error_and_stores_nothing() {
             .expect("list")
             .is_empty()
     );
+    app.store.close().await;
+}
+
+/// Follows the mock's consent page back to the callback, as a browser would; returns the
+/// callback page.
+async fn browse(url: url::Url) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let consent = http.get(url).send().await.expect("consent");
+    let location = consent
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("redirect back")
+        .to_owned();
+    http.get(location)
+        .send()
+        .await
+        .expect("callback")
+        .text()
+        .await
+        .expect("page")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_hears_connected_only_after_the_token_exchange_succeeded() {
+    let listener = connect::bind(0).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let x = XMock::builder()
+        .redirect_uri(format!("http://127.0.0.1:{port}/callback"))
+        .start()
+        .await;
+    // The code exchange fails (the platform refuses it).
+    x.faults().fail_next("oauth.token", 1, 400);
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = app_config(&dir.path().join("exchange.db"), &EncryptionKey::generate());
+    let app = App::open(&config, x_platform(&config, &x))
+        .await
+        .expect("app");
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<url::Url>();
+    let browser = tokio::spawn(async move { browse(url_rx.await.expect("URL")).await });
+    let err = connect::connect(&app, Platform::X, listener, move |url| {
+        let _ = url_tx.send(url.clone());
+    })
+    .await
+    .expect_err("the exchange failed");
+    let page = browser.await.expect("browser");
+    assert!(!page.contains("Connected"), "{page}");
+    assert!(page.contains("Not connected"), "{page}");
+    assert!(
+        app.tokens
+            .store()
+            .list("acme")
+            .await
+            .expect("list")
+            .is_empty(),
+        "{err}"
+    );
+    app.store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socialpub_mock_takes_a_newcomer_from_connect_to_a_published_post() {
+    use socialpub_examples::commands::{self, PostArgs};
+    use socialpub_examples::mock::Mocks;
+    use socialpub_examples::progress::Lines;
+
+    let listener = connect::bind(0).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = format!("sqlite://{}", dir.path().join("mock.db").display());
+    let key = EncryptionKey::generate().to_base64().as_str().to_owned();
+    let base = Config::from_toml("", |name| {
+        (name == "SOCIALPUB_CALLBACK_PORT").then(|| port.to_string())
+    })
+    .expect("config");
+    let mocks = Mocks::start(&base).await.expect("mocks");
+    let printed = mocks.instructions();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("export SOCIALPUB_X_MOCK_URL=")),
+        "{printed:?}"
+    );
+
+    // The configuration as the user's shell would have it after pasting the export lines.
+    let mut vars: Vec<(String, String)> = mocks.env();
+    vars.push(("SOCIALPUB_STORE_URL".into(), store));
+    vars.push(("SOCIALPUB_ENCRYPTION_KEY".into(), key));
+    vars.push(("SOCIALPUB_CALLBACK_PORT".into(), port.to_string()));
+    let config = Config::from_toml("", move |name| {
+        vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    })
+    .expect("config");
+    let platforms = Platforms::from_config(&config, reqwest::Client::new()).expect("platforms");
+    let app = App::open(&config, platforms).await.expect("app");
+
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<url::Url>();
+    let browser = tokio::spawn(async move { browse(url_rx.await.expect("URL")).await });
+    let connected = connect::connect(&app, Platform::X, listener, move |url| {
+        let _ = url_tx.send(url.clone());
+    })
+    .await
+    .expect("connect x against the mock");
+    assert!(browser.await.expect("browser").contains("Connected"));
+    assert_eq!(connected[0].key.account_id, mock::USER_ID);
+
+    let post = PostArgs {
+        text: "Hello from the mock".to_owned(),
+        title: None,
+        media: vec![],
+        alt: vec![],
+        thread: vec![],
+        to: vec!["x".to_owned()],
+    }
+    .to_post(&app)
+    .await
+    .expect("post");
+    assert!(
+        commands::post_now(&app, &post, &Lines::new())
+            .await
+            .expect("published")
+    );
+    let posts = mocks.x.posts();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].text, "Hello from the mock");
     app.store.close().await;
 }

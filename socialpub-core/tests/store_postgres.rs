@@ -1,8 +1,10 @@
 //! The PostgreSQL store: the schedule store conformance suite and model test, migrations
 //! under concurrent starts, sealed tokens, wake-ups across connections, and the claim's plan.
 //!
-//! Reads `SOCIALPUB_TEST_POSTGRES_URL`; without it every test prints a notice and passes,
-//! except under `CI=true`, where they fail. Each test works in schemas of its own.
+//! Every test here needs a server: they are ignored unless asked for (`cargo test -- --ignored`
+//! or `--include-ignored`, as `.ci/run` does), so a run without PostgreSQL shows them as
+//! ignored, never as passed. Asked for, they read `SOCIALPUB_TEST_POSTGRES_URL` and fail
+//! without it. Each test works in schemas of its own.
 #![cfg(all(feature = "postgres", feature = "testkit"))]
 #![allow(clippy::print_stderr)]
 
@@ -18,17 +20,15 @@ use socialpub_core::store::PostgresStore;
 use socialpub_core::testkit::conformance::token_store_suite;
 use socialpub_core::testkit::schedule::{check_against_model, new_post, random_ops, store_suite};
 
-/// The test server's URL, or `None` (with a notice) when there is none outside CI.
+/// The test server's URL. A test asked to run without one fails: it would otherwise pass
+/// without having tested anything.
 fn url(test: &str) -> Option<String> {
     match std::env::var("SOCIALPUB_TEST_POSTGRES_URL") {
         Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but SOCIALPUB_TEST_POSTGRES_URL is not set: run .ci/postgres.sh")
-        }
-        _ => {
-            eprintln!("notice: {test} skipped: set SOCIALPUB_TEST_POSTGRES_URL to run it");
-            None
-        }
+        _ => panic!(
+            "{test} needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL (.ci/postgres.sh starts a \
+             server and prints it)"
+        ),
     }
 }
 
@@ -82,6 +82,7 @@ impl Schemas {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn conformance_suite() {
     let Some(url) = url("conformance_suite") else {
         return;
@@ -92,6 +93,7 @@ async fn conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn model_based_random_operations() {
     let Some(url) = url("model_based_random_operations") else {
         return;
@@ -106,6 +108,7 @@ async fn model_based_random_operations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn concurrent_connects_migrate_once() {
     let Some(url) = url("concurrent_connects_migrate_once") else {
         return;
@@ -133,6 +136,7 @@ async fn concurrent_connects_migrate_once() {
 /// A database at schema version 1 with deliveries in it is migrated on connect: the rows
 /// keep being listed, claimed and purged through the new lookup keys and finish times.
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn a_version_1_database_is_upgraded_in_place() {
     use socialpub_core::schedule::{DeliveryFilter, DeliveryState};
     use sqlx::{Connection, Executor};
@@ -239,6 +243,7 @@ async fn a_version_1_database_is_upgraded_in_place() {
 /// Schedules arriving together share a commit; one caller's duplicate id fails that caller
 /// alone, and every other caller's rows are stored with their history and events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn concurrent_inserts_fail_only_for_their_own_rows() {
     use socialpub_core::schedule::DeliveryFilter;
     let Some(url) = url("concurrent_inserts_fail_only_for_their_own_rows") else {
@@ -285,6 +290,7 @@ async fn concurrent_inserts_fail_only_for_their_own_rows() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn rejects_a_bad_schema_name_and_hides_the_password() {
     let err = PostgresStore::builder("postgres://u:hunter2@127.0.0.1:1/db")
         .schema("x; DROP TABLE y")
@@ -302,6 +308,7 @@ async fn rejects_a_bad_schema_name_and_hides_the_password() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn sealed_tokens_pass_the_token_store_suite() {
     let Some(url) = url("sealed_tokens_pass_the_token_store_suite") else {
         return;
@@ -316,6 +323,7 @@ async fn sealed_tokens_pass_the_token_store_suite() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn the_database_holds_no_token() {
     let Some(url) = url("the_database_holds_no_token") else {
         return;
@@ -363,6 +371,7 @@ async fn the_database_holds_no_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn an_insert_wakes_workers_of_another_store() {
     let Some(url) = url("an_insert_wakes_workers_of_another_store") else {
         return;
@@ -391,6 +400,7 @@ async fn an_insert_wakes_workers_of_another_store() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn claiming_uses_the_due_index() {
     let Some(url) = url("claiming_uses_the_due_index") else {
         return;
@@ -510,6 +520,7 @@ async fn concurrent_fenced_writes(store: Arc<dyn ScheduleStore>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn concurrent_writes_are_grouped_and_stay_fenced() {
     let Some(url) = url("concurrent_writes_are_grouped_and_stay_fenced") else {
         return;
@@ -517,4 +528,30 @@ async fn concurrent_writes_are_grouped_and_stay_fenced() {
     let schemas = Schemas::new(url, "group");
     concurrent_fenced_writes(Arc::new(schemas.store().await)).await;
     schemas.drop_all().await;
+}
+
+/// Run without a server, these tests must read as ignored, not as passed.
+#[test]
+fn every_postgres_test_is_ignored_unless_asked_for() {
+    let list = |ignored: bool| -> Vec<String> {
+        let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+        cmd.arg("--list");
+        if ignored {
+            cmd.arg("--ignored");
+        }
+        let out = cmd.output().expect("list the tests");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let ignored = list(true);
+    let all = list(false);
+    assert!(all.len() > 5, "{all:?}");
+    for name in all {
+        if name != "every_postgres_test_is_ignored_unless_asked_for" {
+            assert!(ignored.contains(&name), "{name} runs without PostgreSQL");
+        }
+    }
 }

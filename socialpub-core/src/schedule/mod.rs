@@ -52,6 +52,13 @@
 //! - **Cancel and reschedule** are transactional with the delivery: they win while no create
 //!   request can be out (before the commit point), revoking a worker's lease, and report
 //!   [`CancelOutcome::TooLate`] after.
+//! - **Retrying by hand.** [`Scheduler::retry`] publishes a `failed` or `needs_reauth`
+//!   delivery again: the same delivery, due now, with a fresh attempt budget and its history
+//!   kept.
+//! - **A platform with no publisher.** A due delivery whose platform has no publisher in this
+//!   engine is not failed: the worker gives it back, `scheduled`, for
+//!   [`NO_PUBLISHER_WAIT`] later, without using an attempt, and the history says why. Another
+//!   process that has the publisher, or this one once configured for it, publishes it.
 //! - **Retries** ([`policy::RetryPolicy`]): only transient and rate-limited failures before
 //!   the commit are retried, with exponential backoff and full jitter; a rate limit waits as
 //!   long as the platform says and pauses only that account, without using up an attempt. An
@@ -81,7 +88,10 @@ pub use delivery::{
     CancelOutcome, Delivery, DeliveryError, DeliveryState, Fenced, HistoryEntry, Lease,
     NewDelivery, RescheduleOutcome, Rescued, Transition,
 };
-pub use engine::{Engine, EngineBuilder, EngineHandle, ScheduleOptions, ScheduledPost, Scheduler};
+pub use engine::{
+    Engine, EngineBuilder, EngineHandle, NO_PUBLISHER_WAIT, RetryOutcome, ScheduleOptions,
+    ScheduledPost, Scheduler,
+};
 pub use events::{Event, EventKind, OutboxEvent};
 pub use memory::MemoryScheduleStore;
 pub use store::{Claimed, DeliveryFilter, NextTimes, PurgeReport, ScheduleStore, TenantExport};

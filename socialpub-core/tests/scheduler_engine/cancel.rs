@@ -121,3 +121,74 @@ async fn cancelling_a_post_cancels_each_target() {
     assert_eq!(rig.fake.creates(), 0);
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_publishes_a_failed_delivery_again_keeping_its_history() {
+    retry_publishes_a_failed_delivery_again_keeping_its_history_on(Rig::new()).await;
+}
+
+pub(super) async fn retry_publishes_a_failed_delivery_again_keeping_its_history_on(rig: Rig) {
+    use socialpub_core::ErrorKind;
+    use socialpub_core::schedule::RetryOutcome;
+
+    rig.fake.script(
+        "1",
+        [FakeOutcome::Fail(ErrorKind::Platform), FakeOutcome::Publish],
+    );
+    let engine = rig.builder().build();
+    let handle = engine.start();
+    let id = engine
+        .schedule(TENANT, &post("try me again", &["1"]), rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    let failed = rig.wait_state(id, DeliveryState::Failed).await;
+    assert_eq!(failed.attempt, 1);
+    match engine.retry(TENANT, id).await.expect("retry") {
+        RetryOutcome::Retrying(d) => {
+            assert_eq!(d.id, id, "the same delivery");
+            assert_eq!(d.state, DeliveryState::Scheduled);
+        }
+        other => panic!("a failed delivery is retried: {other:?}"),
+    }
+    let d = rig.wait_state(id, DeliveryState::Published).await;
+    assert_eq!(rig.fake.creates_for(&id.to_string()), 1);
+    assert!(
+        d.last_error.is_some(),
+        "what it recovered from is still there"
+    );
+    let history = engine.history(TENANT, id).await.expect("history");
+    let states: Vec<DeliveryState> = history.iter().map(|h| h.to).collect();
+    let failed_at = states
+        .iter()
+        .position(|s| *s == DeliveryState::Failed)
+        .expect("the failure is kept in the history");
+    assert_eq!(
+        states[failed_at + 1],
+        DeliveryState::Scheduled,
+        "{states:?}"
+    );
+    assert_eq!(states.last(), Some(&DeliveryState::Published), "{states:?}");
+
+    // Only failed (or needs_reauth) deliveries: a published one, or none at all, is refused.
+    assert_eq!(
+        engine.retry(TENANT, id).await.expect("retry"),
+        RetryOutcome::NotRetryable(DeliveryState::Published)
+    );
+    assert_eq!(
+        engine.retry("other", id).await.expect("retry"),
+        RetryOutcome::NotFound,
+        "another tenant's delivery is invisible"
+    );
+    let later = engine
+        .schedule(TENANT, &post("not yet", &["1"]), rig.now() + secs(600))
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    assert_eq!(
+        engine.retry(TENANT, later).await.expect("retry"),
+        RetryOutcome::NotRetryable(DeliveryState::Scheduled)
+    );
+    assert_eq!(rig.get(later).await.run_at, Some(rig.now() + secs(600)));
+    handle.shutdown().await;
+}

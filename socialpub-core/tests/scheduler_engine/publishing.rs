@@ -103,3 +103,53 @@ pub(super) async fn preparing_is_recorded_with_the_first_checkpoint_on(rig: Rig)
     assert_eq!(rig.fake.creates_for(&id.to_string()), 1);
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_without_a_publisher_leaves_its_deliveries_waiting() {
+    use socialpub_core::schedule::NO_PUBLISHER_WAIT;
+    use socialpub_core::{Platform, Post, Target};
+
+    let rig = Rig::new();
+    // The engine publishes to X only; a YouTube delivery (scheduled by a process that had
+    // a YouTube publisher, say) is due.
+    let engine = rig.builder().build();
+    let handle = engine.start();
+    let youtube = Post::new("a video").with_target(Target::new(Platform::YouTube, "channel"));
+    let id = engine
+        .schedule(TENANT, &youtube, rig.now())
+        .await
+        .expect("schedule")
+        .deliveries[0];
+    let wait = chrono::Duration::from_std(NO_PUBLISHER_WAIT).expect("a short wait");
+    until("the delivery to be given back", || async {
+        rig.get(id).await.run_at == Some(t0() + wait)
+    })
+    .await;
+    // Twice over: waiting never uses up the attempt budget nor fails the delivery.
+    rig.clock.advance(wait);
+    until("the delivery to be given back again", || async {
+        rig.get(id).await.run_at == Some(t0() + wait + wait)
+    })
+    .await;
+    let d = rig.get(id).await;
+    assert_eq!(d.state, DeliveryState::Scheduled);
+    assert_eq!(d.attempt, 0, "no attempt is used");
+    assert!(d.last_error.is_none(), "{:?}", d.last_error);
+    let history = engine.history(TENANT, id).await.expect("history");
+    assert_eq!(
+        path(&history),
+        [
+            DeliveryState::Scheduled,
+            DeliveryState::Claimed,
+            DeliveryState::Scheduled,
+            DeliveryState::Claimed,
+            DeliveryState::Scheduled
+        ]
+    );
+    let note = history
+        .last()
+        .and_then(|h| h.message.clone())
+        .unwrap_or_default();
+    assert!(note.contains("no publisher for youtube"), "{note}");
+    handle.shutdown().await;
+}

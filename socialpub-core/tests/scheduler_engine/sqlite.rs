@@ -1,6 +1,9 @@
 //! The same engine scenarios on the SQLite store.
 
-use super::cancel::cancel_while_claimed_sends_nothing_on;
+use super::cancel::{
+    cancel_while_claimed_sends_nothing_on,
+    retry_publishes_a_failed_delivery_again_keeping_its_history_on,
+};
 use super::claims::{
     claims_ahead_and_publishes_at_the_due_time_on, publishes_at_the_due_time_and_not_before_on,
 };
@@ -71,4 +74,10 @@ async fn rate_limit_per_account() {
 async fn processing_polls() {
     let dir = tempfile::tempdir().expect("tempdir");
     processing_posts_are_polled_without_holding_a_worker_on(rig(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_publishes_a_failed_delivery_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    retry_publishes_a_failed_delivery_again_keeping_its_history_on(rig(&dir).await).await;
 }

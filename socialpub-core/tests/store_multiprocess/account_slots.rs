@@ -78,6 +78,7 @@ async fn one_account_never_publishes_twice_at_once_across_processes_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set SOCIALPUB_TEST_POSTGRES_URL, then run with --include-ignored"]
 async fn one_account_never_publishes_twice_at_once_across_processes_postgres() {
     let Some(url) = postgres_url("one_account_never_publishes_twice_at_once_across_processes")
     else {

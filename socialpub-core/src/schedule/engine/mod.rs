@@ -55,7 +55,8 @@ use crate::publish::Publisher;
 use worker::{Slot, purge_loop, worker_loop};
 
 pub use builder::EngineBuilder;
-pub use scheduler::{ScheduleOptions, ScheduledPost, Scheduler};
+pub use publish_step::NO_PUBLISHER_WAIT;
+pub use scheduler::{RetryOutcome, ScheduleOptions, ScheduledPost, Scheduler};
 
 struct Shared {
     store: Arc<dyn ScheduleStore>,

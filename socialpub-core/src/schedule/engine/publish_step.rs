@@ -21,6 +21,10 @@ use crate::schedule::events::{Event, EventKind};
 /// How long a delivery waits when another engine is publishing to its account.
 const ACCOUNT_BUSY_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a delivery for a platform with no publisher in this engine waits before a worker
+/// looks at it again.
+pub const NO_PUBLISHER_WAIT: Duration = Duration::from_secs(60);
+
 impl Shared {
     /// Renews the account's publish slot every third of the lease while `holder` publishes;
     /// returns, marking the lease lost, only if the slot was lost.
@@ -89,6 +93,9 @@ impl Shared {
     ) -> Result<()> {
         let key = d.account();
         let now = self.clock.now();
+        let Some(publisher) = self.publishers.get(&d.target.platform).cloned() else {
+            return self.release_without_publisher(&d).await;
+        };
         if d.attempt > d.max_attempts {
             let e = DeliveryError::new(
                 d.last_error
@@ -116,13 +123,6 @@ impl Shared {
             );
             return self.fail(&d, e, d.attempt.saturating_sub(1)).await;
         }
-        let Some(publisher) = self.publishers.get(&d.target.platform).cloned() else {
-            let e = DeliveryError::new(
-                ErrorKind::Configuration,
-                format!("no publisher is registered for {}", d.target.platform),
-            );
-            return self.fail(&d, e, d.attempt.saturating_sub(1)).await;
-        };
         let report = publisher.validate(&d.post);
         if !report.is_ok() {
             let e = DeliveryError::from(&Error::validation(report));
@@ -233,6 +233,30 @@ impl Shared {
             Ok(receipt) => self.accepted(&d, receipt, false).await,
             Err(e) => self.publish_failed(&d, &e, committed).await,
         }
+    }
+
+    /// Gives back a delivery whose platform has no publisher in this engine, unchanged but for
+    /// a later run time: the missing publisher is this process's configuration, not the post's
+    /// fault, and another process (or this one, restarted with the platform configured) can
+    /// still publish it. The claim's attempt is returned, so waiting never uses up the budget.
+    async fn release_without_publisher(&self, d: &Delivery) -> Result<()> {
+        let now = self.clock.now();
+        let again = now + std_to_chrono(NO_PUBLISHER_WAIT);
+        tracing::warn!(
+            delivery = %d.id,
+            platform = %d.target.platform,
+            "no publisher is registered for this platform here; the delivery stays scheduled"
+        );
+        let t = Transition::new(d, DeliveryState::Scheduled, now)
+            .run_at(again)
+            .attempt(d.attempt.saturating_sub(1))
+            .message(format!(
+                "no publisher for {} is registered in this process: left waiting, looked at \
+                 again at {}",
+                d.target.platform,
+                again.to_rfc3339()
+            ));
+        self.write(t).await.map(|_| ())
     }
 
     /// Publishes, and on an unauthorized answer refreshes the token once and publishes once

@@ -8,7 +8,7 @@ use super::Engine;
 use crate::error::{Error, Result};
 use crate::post::Post;
 use crate::schedule::delivery::{
-    CancelOutcome, Delivery, HistoryEntry, NewDelivery, RescheduleOutcome,
+    CancelOutcome, Delivery, DeliveryState, HistoryEntry, NewDelivery, RescheduleOutcome,
 };
 use crate::schedule::events::{Event, EventKind};
 use crate::schedule::store::DeliveryFilter;
@@ -48,6 +48,20 @@ impl ScheduleOptions {
         self.max_attempts = Some(n);
         self
     }
+}
+
+/// What [`Scheduler::retry`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RetryOutcome {
+    /// Due now again, with a fresh attempt budget; its history keeps the earlier attempts.
+    Retrying(Box<Delivery>),
+    /// Not a delivery to retry: it is not `failed` or `needs_reauth` (a scheduled one is still
+    /// to come, a published or cancelled one is final, an unconfirmed one may already be on
+    /// the platform). Nothing changed.
+    NotRetryable(DeliveryState),
+    /// No such delivery in this tenant.
+    NotFound,
 }
 
 /// The scheduling API. Every call is scoped by tenant: a delivery of another tenant is
@@ -91,6 +105,20 @@ pub trait Scheduler: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<RescheduleOutcome>;
 
+    /// Publishes a `failed` or `needs_reauth` delivery again: the same delivery becomes
+    /// `scheduled`, due now, with a fresh attempt budget, and its history keeps what happened
+    /// before. Any other state is [`RetryOutcome::NotRetryable`]: an `unconfirmed` delivery may
+    /// already be on the platform, so publishing it again is a decision for
+    /// [`Scheduler::reschedule`] after checking the account.
+    ///
+    /// It is a [`Scheduler::reschedule`] to now taken only from those states, so every store
+    /// applies it through the same state machine. Should the delivery change between the read
+    /// and the reschedule, the reschedule's own rules still hold (it never moves a delivery
+    /// whose create request may be out).
+    async fn retry(&self, tenant: &str, delivery: Uuid) -> Result<RetryOutcome> {
+        retry_at(self, tenant, delivery, chrono::Utc::now()).await
+    }
+
     /// A delivery.
     async fn get(&self, tenant: &str, delivery: Uuid) -> Result<Option<Delivery>>;
 
@@ -111,6 +139,26 @@ pub trait Scheduler: Send + Sync {
         }
         Ok(out)
     }
+}
+
+/// [`Scheduler::retry`], due at `now`.
+async fn retry_at<S: Scheduler + ?Sized>(
+    scheduler: &S,
+    tenant: &str,
+    delivery: Uuid,
+    now: DateTime<Utc>,
+) -> Result<RetryOutcome> {
+    let Some(d) = scheduler.get(tenant, delivery).await? else {
+        return Ok(RetryOutcome::NotFound);
+    };
+    if !matches!(d.state, DeliveryState::Failed | DeliveryState::NeedsReauth) {
+        return Ok(RetryOutcome::NotRetryable(d.state));
+    }
+    Ok(match scheduler.reschedule(tenant, delivery, now).await? {
+        RescheduleOutcome::Rescheduled(d) => RetryOutcome::Retrying(d),
+        RescheduleOutcome::TooLate(state) => RetryOutcome::NotRetryable(state),
+        _ => RetryOutcome::NotFound,
+    })
 }
 
 #[async_trait]
@@ -204,6 +252,10 @@ impl Scheduler for Engine {
             .await?;
         self.shared.wake.notify_waiters();
         Ok(out)
+    }
+
+    async fn retry(&self, tenant: &str, delivery: Uuid) -> Result<RetryOutcome> {
+        retry_at(self, tenant, delivery, self.shared.clock.now()).await
     }
 
     async fn get(&self, tenant: &str, delivery: Uuid) -> Result<Option<Delivery>> {
