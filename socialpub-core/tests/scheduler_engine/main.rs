@@ -2,6 +2,7 @@
 //! manual clock: nothing here waits for real lease or backoff durations.
 #![cfg(feature = "testkit")]
 
+mod account_slots;
 mod cancel;
 mod claims;
 mod crashes;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, broadcast};
 use uuid::Uuid;
 
+use super::slots::{AccountSlots, LINGER};
 use super::{Engine, Shared, std_to_chrono};
 use crate::auth::{AccessTokens, TokenManager};
 use crate::clock::{Clock, SystemClock};
@@ -45,6 +46,7 @@ impl Engine {
             idle_poll: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(3600),
             account_slots: true,
+            account_slot_linger: LINGER,
             retry: RetryPolicy::default(),
             policy: DeliveryPolicy::default(),
             name: format!("engine-{}", &Uuid::new_v4().simple().to_string()[..8]),
@@ -73,6 +75,7 @@ pub struct EngineBuilder {
     idle_poll: Duration,
     publish_timeout: Duration,
     account_slots: bool,
+    account_slot_linger: Duration,
     retry: RetryPolicy,
     policy: DeliveryPolicy,
     name: String,
@@ -199,11 +202,21 @@ impl EngineBuilder {
     /// Whether a publish takes its account's slot in the store (default `true`), so that at
     /// most one publish per account is in flight across every engine sharing the store, not
     /// only in this one: a thread's posts keep their order and the platform's per-account
-    /// limits hold with many processes. It costs two small writes per publish (taking the slot
-    /// and giving it up) and one per lease renewal of a long publish; turn it off only when
-    /// this engine alone publishes to the store's accounts.
+    /// limits hold with many processes. The engine keeps a slot it took while more publishes to
+    /// the account follow (giving it up half a second after the last), so a backlog costs one
+    /// write to take each account's slot and one to give it up, plus one per third of the
+    /// lease; turn it off only when this engine alone publishes to the store's accounts.
     pub fn account_slots(mut self, on: bool) -> Self {
         self.account_slots = on;
+        self
+    }
+
+    /// How long (real time) the engine keeps an account's slot after its last publish to the
+    /// account, for the next one (default 500 ms). Longer saves writes for accounts published
+    /// to now and then, but keeps other engines waiting that much longer; zero gives it up at
+    /// once. The engine gives up every slot it holds when it shuts down.
+    pub fn account_slot_linger(mut self, linger: Duration) -> Self {
+        self.account_slot_linger = linger;
         self
     }
 
@@ -253,6 +266,14 @@ impl EngineBuilder {
         let pacer = Pacer::new(&self.clock, &self.app_quotas, &self.account_quotas);
         let (events, _) = broadcast::channel(self.event_capacity.max(16));
         let store_wake = self.store.wakeups();
+        let slots = self.account_slots.then(|| {
+            Arc::new(AccountSlots::new(
+                self.store.clone(),
+                self.clock.clone(),
+                self.lease,
+                self.account_slot_linger,
+            ))
+        });
         Engine {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -265,7 +286,7 @@ impl EngineBuilder {
                 lease: self.lease,
                 idle_poll: self.idle_poll,
                 publish_timeout: self.publish_timeout,
-                account_slots: self.account_slots,
+                slots,
                 retry: self.retry,
                 policy: self.policy,
                 name: self.name,

@@ -30,6 +30,7 @@ mod poll_step;
 mod publish_step;
 mod reconcile_step;
 mod scheduler;
+mod slots;
 mod worker;
 mod writes;
 
@@ -70,8 +71,8 @@ struct Shared {
     lease: Duration,
     idle_poll: Duration,
     publish_timeout: Duration,
-    /// Whether publishes take their account's slot in the store.
-    account_slots: bool,
+    /// The account slots this engine holds in the store; `None` when publishes take none.
+    slots: Option<Arc<slots::AccountSlots>>,
     retry: RetryPolicy,
     policy: DeliveryPolicy,
     name: String,
@@ -181,12 +182,17 @@ impl EngineHandle {
                 idle.await;
             }
         };
-        if grace == Duration::MAX {
+        let finished = if grace == Duration::MAX {
             drained.await;
             true
         } else {
             tokio::time::timeout(grace, drained).await.is_ok()
+        };
+        // Other engines need not wait the linger time for the accounts this one published to.
+        if let Some(slots) = &self.shared.slots {
+            slots.release_idle().await;
         }
+        finished
     }
 }
 

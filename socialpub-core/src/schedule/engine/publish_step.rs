@@ -5,13 +5,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use super::journal::StoreJournal;
 use super::lease::{LeaseWatch, lease_lost};
 use super::worker::Slot;
 use super::{Shared, std_to_chrono, told_wait};
-use crate::auth::AccountKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::post::Post;
 use crate::publish::{PublishContext, Publisher, Receipt, RemoteState};
@@ -26,27 +24,6 @@ const ACCOUNT_BUSY_WAIT: Duration = Duration::from_secs(1);
 pub const NO_PUBLISHER_WAIT: Duration = Duration::from_secs(60);
 
 impl Shared {
-    /// Renews the account's publish slot every third of the lease while `holder` publishes;
-    /// returns, marking the lease lost, only if the slot was lost.
-    async fn hold_account_slot(&self, key: &AccountKey, holder: Uuid, lost: &LeaseWatch) {
-        let every = self.lease / 3;
-        loop {
-            crate::clock::sleep(&*self.clock, every).await;
-            let until = self.clock.now() + std_to_chrono(self.lease);
-            match self.store.renew_account_slot(key, holder, until).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(account = %key, delivery = %holder, "the account's publish slot was lost");
-                    lost.lose();
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(account = %key, error = %e, "renewing the account's publish slot failed");
-                }
-            }
-        }
-    }
-
     async fn warn_expiring(&self, d: &Delivery) {
         let Some(tm) = &self.token_manager else {
             return;
@@ -167,20 +144,20 @@ impl Shared {
 
         // One publish per account across every engine sharing the store, too: the slot is
         // held with the lease, renewed with it and given up when the publish returns.
-        let now = self.clock.now();
-        let until = now + std_to_chrono(self.lease);
-        if self.account_slots
-            && !self
-                .store
-                .acquire_account_slot(&key, d.id, now, until)
-                .await?
-        {
-            let t = Transition::new(&d, DeliveryState::Scheduled, now)
-                .run_at(now + std_to_chrono(ACCOUNT_BUSY_WAIT))
-                .attempt(d.attempt.saturating_sub(1))
-                .message("another worker is publishing to this account; waiting for it");
-            return self.write(t).await.map(|_| ());
-        }
+        let account_slot = match &self.slots {
+            Some(slots) => match slots.take(&key).await? {
+                Some(used) => Some(used),
+                None => {
+                    let now = self.clock.now();
+                    let t = Transition::new(&d, DeliveryState::Scheduled, now)
+                        .run_at(now + std_to_chrono(ACCOUNT_BUSY_WAIT))
+                        .attempt(d.attempt.saturating_sub(1))
+                        .message("another worker is publishing to this account; waiting for it");
+                    return self.write(t).await.map(|_| ());
+                }
+            },
+            None => None,
+        };
 
         self.warn_expiring(&d).await;
 
@@ -202,16 +179,18 @@ impl Shared {
                 r = &mut publish => r,
                 // The slot was lost (it expired and another delivery took it): the lease is
                 // treated as lost, so the publish sends no create request from now on.
-                () = self.hold_account_slot(&key, d.id, lost), if self.account_slots => {
+                () = async {
+                    match &account_slot {
+                        Some(used) => used.lost().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    lost.lose();
                     publish.await
                 }
             }
         };
-        if self.account_slots
-            && let Err(e) = self.store.release_account_slot(&key, d.id).await
-        {
-            tracing::warn!(account = %key, error = %e, "could not give up the account's publish slot; it expires with the lease");
-        }
+        drop(account_slot);
         // The slot bounds publishes (and the uploads they buffer) in flight; recording the
         // outcome is the store's work, and the next publish need not wait for its commit.
         drop(ctx);
