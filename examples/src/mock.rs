@@ -13,19 +13,23 @@ use crate::config::Config;
 pub struct Mocks {
     /// X, accepting the app's callback as its redirect URI.
     pub x: XMock,
-    /// YouTube.
+    /// YouTube, accepting the app's callback as its redirect URI.
     pub youtube: YouTubeMock,
 }
 
 impl Mocks {
-    /// Starts every mock on a free loopback port. The X mock's OAuth client is registered
-    /// with `config`'s callback, so `socialpub connect x` works against it.
+    /// Starts every mock on a free loopback port. Each mock's OAuth client is registered
+    /// with `config`'s callback, so `socialpub connect` works against it.
     pub async fn start(config: &Config) -> Result<Mocks> {
+        let callback = config.redirect_uri()?.to_string();
         let x = XMock::builder()
-            .redirect_uri(config.redirect_uri()?.to_string())
+            .redirect_uri(callback.clone())
             .try_start()
             .await?;
-        let youtube = YouTubeMock::start().await?;
+        let youtube = YouTubeMock::builder()
+            .redirect_uri(callback)
+            .start()
+            .await?;
         Ok(Mocks { x, youtube })
     }
 
@@ -70,11 +74,6 @@ impl Mocks {
                 .to_owned(),
             "#   socialpub schedule --at +1m --text \"Hello\" --to x, then socialpub run"
                 .to_owned(),
-            format!(
-                "# The YouTube mock's OAuth client accepts only its own redirect URI ({}), so \
-                 `connect youtube` does not work against it; publishing does.",
-                YouTubeMock::REDIRECT_URI
-            ),
         ];
         lines.extend(
             self.env()

@@ -344,5 +344,20 @@ async fn socialpub_mock_takes_a_newcomer_from_connect_to_a_published_post() {
     let posts = mocks.x.posts();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].text, "Hello from the mock");
+
+    // YouTube's mock registers the same callback, so the same flow connects a channel.
+    let listener = connect::bind(port).await.expect("bind again");
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<url::Url>();
+    let browser = tokio::spawn(async move { browse(url_rx.await.expect("URL")).await });
+    let connected = connect::connect(&app, Platform::YouTube, listener, move |url| {
+        let _ = url_tx.send(url.clone());
+    })
+    .await
+    .expect("connect youtube against the mock");
+    assert!(browser.await.expect("browser").contains("Connected"));
+    assert_eq!(
+        connected[0].key.account_id,
+        socialpub_youtube::mock::YouTubeMock::DEFAULT_CHANNEL
+    );
     app.store.close().await;
 }

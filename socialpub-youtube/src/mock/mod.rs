@@ -244,6 +244,33 @@ impl Shared {
     }
 }
 
+/// Builds a [`YouTubeMock`]: [`YouTubeMock::builder`].
+#[derive(Debug)]
+pub struct YouTubeMockBuilder {
+    faults: FaultPlan,
+    redirect_uris: Vec<String>,
+}
+
+impl YouTubeMockBuilder {
+    /// Takes faults from `faults` (share one plan between the mocks of several platforms).
+    pub fn faults(mut self, faults: FaultPlan) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Registers another redirect URI with the mock's OAuth client, so an app's own
+    /// callback completes the authorization flow against the mock.
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(uri.into());
+        self
+    }
+
+    /// Starts the mock on a free local port.
+    pub async fn start(self) -> Result<YouTubeMock> {
+        YouTubeMock::start_from(self).await
+    }
+}
+
 /// The running mock server. Dropping it stops the server.
 pub struct YouTubeMock {
     shared: Arc<Shared>,
@@ -272,17 +299,35 @@ impl YouTubeMock {
 
     /// Starts the mock on a free local port.
     pub async fn start() -> Result<YouTubeMock> {
-        Self::start_with_faults(FaultPlan::new()).await
+        Self::builder().start().await
     }
 
     /// Starts the mock taking faults from `faults` (share one plan between the mocks of
     /// several platforms).
     pub async fn start_with_faults(faults: FaultPlan) -> Result<YouTubeMock> {
+        Self::builder().faults(faults).start().await
+    }
+
+    /// A builder, for a mock whose OAuth client accepts more redirect URIs than
+    /// [`YouTubeMock::REDIRECT_URI`] (an app's own callback) or that shares a fault plan.
+    pub fn builder() -> YouTubeMockBuilder {
+        YouTubeMockBuilder {
+            faults: FaultPlan::new(),
+            redirect_uris: vec![Self::REDIRECT_URI.to_owned()],
+        }
+    }
+
+    async fn start_from(b: YouTubeMockBuilder) -> Result<YouTubeMock> {
+        let YouTubeMockBuilder {
+            faults,
+            redirect_uris,
+        } = b;
         let mut server = OAuthServerConfig::new(
             Self::CLIENT_ID,
             Some(Self::CLIENT_SECRET.to_owned()),
             Self::REDIRECT_URI,
         );
+        server.redirect_uris = redirect_uris;
         server.client_auth = ClientAuthRule::Body;
         server.pkce = PkceRule::Optional;
         server.offline = OfflineRule::AccessTypeOffline;
